@@ -1,0 +1,85 @@
+import { Type, type Static } from 'typebox'
+import { Value } from 'typebox/value'
+
+/**
+ * The environment the service reads, as one TypeBox schema. Every variable users may set is
+ * here; README.md documents each one. Values arrive as strings and are converted by the schema.
+ */
+export const EnvSchema = Type.Object({
+  NODE_ENV: Type.Enum(['development', 'production', 'test'], { default: 'development' }),
+  PORT: Type.Integer({ minimum: 0, maximum: 65535, default: 3000 }),
+  HOST: Type.String({ minLength: 1, default: '127.0.0.1' }),
+  LOG_LEVEL: Type.Enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], { default: 'info' }),
+
+  DATABASE_URL: Type.Optional(Type.String({ pattern: '^postgres(ql)?://', description: 'a postgres:// URL' })),
+  DATABASE_POOL_MAX: Type.Integer({ minimum: 1, maximum: 100, default: 10 }),
+  DATABASE_STATEMENT_TIMEOUT_MS: Type.Integer({ minimum: 0, maximum: 3_600_000, default: 30_000 }),
+
+  SQS_QUEUE_URL: Type.Optional(Type.String({ pattern: '^https?://', description: 'an http(s):// queue URL' })),
+  AWS_REGION: Type.String({ minLength: 1, default: 'us-east-1' }),
+  AWS_ENDPOINT_URL: Type.Optional(Type.String({ pattern: '^https?://', description: 'an http(s):// URL' })),
+  SQS_WAIT_TIME_SECONDS: Type.Integer({ minimum: 0, maximum: 20, default: 20 }),
+  SQS_VISIBILITY_TIMEOUT_SECONDS: Type.Integer({ minimum: 5, maximum: 43_200, default: 60 }),
+
+  WORKER_ENABLED: Type.Boolean({ default: true }),
+  WORKER_CONCURRENCY: Type.Integer({ minimum: 1, maximum: 64, default: 2 }),
+
+  MASK_KEYS: Type.Optional(Type.String({ minLength: 1 })),
+  VAULT_MASTER_KEYS: Type.Optional(Type.String({ minLength: 1 })),
+  API_KEYS: Type.Optional(Type.String()),
+
+  DATA_DIR: Type.String({ minLength: 1, default: '.data' }),
+  SHUTDOWN_GRACE_MS: Type.Integer({ minimum: 1000, maximum: 600_000, default: 25_000 }),
+})
+
+export type Config = Readonly<Static<typeof EnvSchema>>
+
+export class ConfigError extends Error {
+  readonly code = 'CONFIG_INVALID'
+  constructor(
+    readonly variable: string,
+    problem: string,
+  ) {
+    super(`${variable}: ${problem}`)
+  }
+}
+
+/** Variables that must be set when NODE_ENV=production, so a pod never falls back to embedded parts. */
+const REQUIRED_IN_PRODUCTION = ['DATABASE_URL', 'SQS_QUEUE_URL', 'MASK_KEYS', 'VAULT_MASTER_KEYS', 'API_KEYS'] as const
+
+function describeSchemaProblem(variable: string, keyword: string, message: string): string {
+  const schema = (EnvSchema.properties as unknown as Record<string, Record<string, unknown>>)[variable]
+  if (keyword === 'enum' && schema?.enum) return `must be one of ${(schema.enum as string[]).join(', ')}`
+  if (keyword === 'pattern' && typeof schema?.description === 'string') return `must be ${schema.description}`
+  if (keyword === 'type' && schema?.type === 'boolean') return 'must be true or false'
+  if ((keyword === 'minimum' || keyword === 'maximum' || keyword === 'type') && schema?.type === 'integer') {
+    return `must be an integer from ${String(schema.minimum)} to ${String(schema.maximum)}`
+  }
+  return message
+}
+
+/**
+ * Reads and validates the environment. Throws a ConfigError naming the first bad variable.
+ * Empty strings count as unset, as shells and compose files often produce them.
+ */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const raw: Record<string, string> = {}
+  for (const name of Object.keys(EnvSchema.properties)) {
+    const value = env[name]
+    if (value !== undefined && value.trim() !== '') raw[name] = value.trim()
+  }
+  const converted = Value.Convert(EnvSchema, Value.Default(EnvSchema, raw))
+  for (const error of Value.Errors(EnvSchema, converted)) {
+    const variable = error.instancePath.replace(/^\//, '').split('/')[0] ?? 'environment'
+    throw new ConfigError(variable, describeSchemaProblem(variable, error.keyword, error.message))
+  }
+  const config = converted as Static<typeof EnvSchema>
+  if (config.NODE_ENV === 'production') {
+    for (const name of REQUIRED_IN_PRODUCTION) {
+      if (config[name] === undefined) {
+        throw new ConfigError(name, 'is required when NODE_ENV=production (embedded defaults are for development only)')
+      }
+    }
+  }
+  return Object.freeze(config)
+}

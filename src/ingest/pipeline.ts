@@ -1,0 +1,215 @@
+import type { Sql, TransactionSql } from 'postgres'
+import type { Masker } from '../pii/mask.ts'
+import { loginAad, periodOf, rejectionAad, seal, type DataKey, type KeyScope, type Vault } from '../pii/vault.ts'
+import { encodeAppVersion } from './app-version.ts'
+import { isDataError, refusalReason } from './errors.ts'
+import { parseLoginMessage } from './message.ts'
+
+/** One message as received from the queue. */
+export interface QueueMessage {
+  messageId: string
+  receiptHandle: string
+  body: string
+  sentAt: Date
+  receiveCount: number
+}
+
+/** A row of `user_logins` as the pipeline writes it. */
+export interface LoginRow {
+  message_id: string
+  user_id: string
+  device_type: string
+  masked_ip: string
+  masked_device_id: string
+  locale: string | null
+  app_version: number | null
+  app_version_text: string
+  create_date: string
+  sent_at: Date
+  mask_key_id: string
+}
+
+interface SealedLogin {
+  kind: 'login'
+  message: QueueMessage
+  row: LoginRow
+  dataKey: DataKey
+  ciphertext: Buffer
+}
+
+interface SealedRejection {
+  kind: 'rejection'
+  message: QueueMessage
+  reason: string
+  dataKey: DataKey
+  ciphertext: Buffer
+}
+
+type Sealed = SealedLogin | SealedRejection
+
+export interface StoreCounts {
+  /** new rows in user_logins */
+  inserted: number
+  /** messages already stored by an earlier delivery (as a row or a rejection) */
+  duplicates: number
+  /** new rejection records */
+  rejected: number
+}
+
+export interface BatchOutcome extends StoreCounts {
+  /** messages whose row or rejection is committed, safe to delete from the queue */
+  stored: QueueMessage[]
+}
+
+const LOGIN_COLUMNS = [
+  'message_id', 'user_id', 'device_type', 'masked_ip', 'masked_device_id', 'locale',
+  'app_version', 'app_version_text', 'create_date', 'sent_at', 'mask_key_id',
+] as const
+
+/** Subject of the data key for a rejected body: its user when one can be read, so erasure covers it too. */
+function rejectionSubject(body: string): string {
+  try {
+    const userId = (JSON.parse(body) as { user_id?: unknown } | null)?.user_id
+    if (typeof userId === 'string' && userId.length <= 128 && userId.isWellFormed() && !userId.includes('\u0000')) return userId
+  } catch {
+    // not JSON: no user to attribute it to
+  }
+  return ''
+}
+
+/**
+ * The batch pipeline: parse -> validate -> mask -> encrypt -> store in one transaction.
+ * Deleting from the queue is the caller's job, and only for `stored` messages.
+ */
+export class LoginPipeline {
+  constructor(
+    private readonly sql: Sql,
+    private readonly masker: Masker,
+    private readonly vault: Vault,
+  ) {}
+
+  async process(messages: readonly QueueMessage[]): Promise<BatchOutcome> {
+    if (messages.length === 0) return { inserted: 0, duplicates: 0, rejected: 0, stored: [] }
+    const sealed = await this.seal(messages)
+    const counts = await this.storeOrSplit(sealed)
+    return { ...counts, stored: [...messages] }
+  }
+
+  /** Parses, masks and encrypts a batch; needs the database only to fetch data keys. */
+  async seal(messages: readonly QueueMessage[]): Promise<Sealed[]> {
+    const parsed = messages.map((message) => ({ message, result: parseLoginMessage(message.body) }))
+    const scopes: KeyScope[] = parsed.map(({ message, result }) => ({
+      subject: result.ok ? result.login.user_id : rejectionSubject(message.body),
+      period: periodOf(message.sentAt),
+    }))
+    const keys = await this.vault.dataKeys(scopes)
+    return parsed.map(({ message, result }, i): Sealed => {
+      const dataKey = this.vault.keyFor(keys, scopes[i] as KeyScope)
+      if (!result.ok) {
+        return {
+          kind: 'rejection',
+          message,
+          reason: result.reason,
+          dataKey,
+          ciphertext: seal(dataKey.key, Buffer.from(message.body, 'utf8'), rejectionAad(message.messageId)),
+        }
+      }
+      const { login } = result
+      const originals = Buffer.from(JSON.stringify({ ip: login.ip, device_id: login.device_id }), 'utf8')
+      return {
+        kind: 'login',
+        message,
+        dataKey,
+        ciphertext: seal(dataKey.key, originals, loginAad(message.messageId)),
+        row: {
+          message_id: message.messageId,
+          user_id: login.user_id,
+          device_type: login.device_type,
+          masked_ip: this.masker.maskIp(login.ip),
+          masked_device_id: this.masker.maskDeviceId(login.device_id),
+          locale: login.locale ?? null,
+          app_version: encodeAppVersion(login.app_version),
+          app_version_text: login.app_version,
+          create_date: message.sentAt.toISOString().slice(0, 10),
+          sent_at: message.sentAt,
+          mask_key_id: this.masker.keyId,
+        },
+      }
+    })
+  }
+
+  /**
+   * Stores the batch in one transaction. When the database refuses the data of some message,
+   * halves the batch until that message is alone, and records it as rejected; the rest is
+   * stored. Availability errors are thrown unchanged: the caller leaves the batch on the queue.
+   */
+  async storeOrSplit(items: Sealed[]): Promise<StoreCounts> {
+    try {
+      return await this.sql.begin((tx) => this.store(tx, items))
+    } catch (error) {
+      if (!isDataError(error)) throw error
+      if (items.length === 1) {
+        const [item] = items as [Sealed]
+        if (item.kind === 'rejection') throw error
+        return this.storeOrSplit([this.refused(item, refusalReason(error))])
+      }
+      const middle = Math.ceil(items.length / 2)
+      const first = await this.storeOrSplit(items.slice(0, middle))
+      const second = await this.storeOrSplit(items.slice(middle))
+      return {
+        inserted: first.inserted + second.inserted,
+        duplicates: first.duplicates + second.duplicates,
+        rejected: first.rejected + second.rejected,
+      }
+    }
+  }
+
+  private refused(item: SealedLogin, reason: string): SealedRejection {
+    const { message, dataKey } = item
+    return {
+      kind: 'rejection',
+      message,
+      reason,
+      dataKey,
+      ciphertext: seal(dataKey.key, Buffer.from(message.body, 'utf8'), rejectionAad(message.messageId)),
+    }
+  }
+
+  private async store(tx: TransactionSql, items: readonly Sealed[]): Promise<StoreCounts> {
+    const logins = items.filter((i): i is SealedLogin => i.kind === 'login')
+    const rejections = items.filter((i): i is SealedRejection => i.kind === 'rejection')
+    let inserted = 0
+    let rejected = 0
+    if (logins.length > 0) {
+      const created = await tx<{ id: string; message_id: string }[]>`
+        INSERT INTO user_logins ${tx(logins.map((l) => l.row), ...LOGIN_COLUMNS)}
+        ON CONFLICT (message_id) DO NOTHING
+        RETURNING id::text AS id, message_id`
+      inserted = created.length
+      if (created.length > 0) {
+        const byMessage = new Map(logins.map((l) => [l.message.messageId, l]))
+        const vaultRows = created.map(({ id, message_id }) => {
+          const login = byMessage.get(message_id) as SealedLogin
+          return { login_id: id, data_key_id: login.dataKey.id, ciphertext: login.ciphertext }
+        })
+        await tx`INSERT INTO pii_vault ${tx(vaultRows, 'login_id', 'data_key_id', 'ciphertext')}`
+      }
+    }
+    if (rejections.length > 0) {
+      const rows = rejections.map((r) => ({
+        message_id: r.message.messageId,
+        reason: r.reason,
+        data_key_id: r.dataKey.id,
+        body_ciphertext: r.ciphertext,
+        sent_at: r.message.sentAt,
+        receive_count: r.message.receiveCount,
+      }))
+      const created = await tx`
+        INSERT INTO rejected_messages ${tx(rows, 'message_id', 'reason', 'data_key_id', 'body_ciphertext', 'sent_at', 'receive_count')}
+        ON CONFLICT (message_id) DO NOTHING
+        RETURNING id`
+      rejected = created.length
+    }
+    return { inserted, rejected, duplicates: items.length - inserted - rejected }
+  }
+}

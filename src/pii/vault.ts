@@ -1,0 +1,132 @@
+import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto'
+import type { Sql } from 'postgres'
+import type { Keyring } from './keys.ts'
+
+const NONCE_BYTES = 12
+const TAG_BYTES = 16
+
+/** AES-256-GCM with a random nonce; output is nonce | tag | ciphertext. The AAD binds it to its owner. */
+export function seal(key: Buffer, plaintext: Buffer, aad: string): Buffer {
+  const nonce = randomBytes(NONCE_BYTES)
+  const cipher = createCipheriv('aes-256-gcm', key, nonce)
+  cipher.setAAD(Buffer.from(aad, 'utf8'))
+  const body = Buffer.concat([cipher.update(plaintext), cipher.final()])
+  return Buffer.concat([nonce, cipher.getAuthTag(), body])
+}
+
+/** Throws when the key, the AAD or any byte differs from what seal() used. */
+export function open(key: Buffer, sealed: Buffer, aad: string): Buffer {
+  if (sealed.length < NONCE_BYTES + TAG_BYTES) throw new Error('ciphertext too short')
+  const decipher = createDecipheriv('aes-256-gcm', key, sealed.subarray(0, NONCE_BYTES))
+  decipher.setAAD(Buffer.from(aad, 'utf8'))
+  decipher.setAuthTag(sealed.subarray(NONCE_BYTES, NONCE_BYTES + TAG_BYTES))
+  return Buffer.concat([decipher.update(sealed.subarray(NONCE_BYTES + TAG_BYTES)), decipher.final()])
+}
+
+/**
+ * Wraps and unwraps data keys. The vault only sees this interface, so a KMS or secret-manager
+ * provider can replace the environment keyring without touching the pipeline.
+ */
+export interface MasterKeyProvider {
+  readonly activeKeyId: string
+  wrap(dataKey: Buffer, aad: string): { keyId: string; wrapped: Buffer }
+  unwrap(keyId: string, wrapped: Buffer, aad: string): Buffer
+}
+
+export function keyringProvider(keys: Keyring): MasterKeyProvider {
+  return {
+    activeKeyId: keys.active.id,
+    wrap: (dataKey, aad) => ({ keyId: keys.active.id, wrapped: seal(keys.active.secret, dataKey, aad) }),
+    unwrap: (keyId, wrapped, aad) => {
+      const key = keys.all.get(keyId)
+      if (key === undefined) throw new Error(`master key ${keyId} is not configured`)
+      return open(key.secret, wrapped, aad)
+    },
+  }
+}
+
+/** Whose data a data key protects, and for which month: erasing one user, or expiring one month, destroys small key rows. */
+export interface KeyScope {
+  subject: string
+  period: string // first day of the month, YYYY-MM-DD (UTC)
+}
+
+export interface DataKey {
+  id: string
+  key: Buffer
+}
+
+export function periodOf(date: Date): string {
+  return `${date.toISOString().slice(0, 7)}-01`
+}
+
+const scopeKey = (scope: KeyScope): string => `${scope.subject}\u0000${scope.period}`
+const wrapAad = (scope: KeyScope): string => `data-key:${scope.subject}:${scope.period}`
+
+/** Aad binding a login's originals to its row. */
+export const loginAad = (messageId: string): string => `user_logins:${messageId}`
+/** Aad binding a rejected body to its rejection record. */
+export const rejectionAad = (messageId: string): string => `rejected_messages:${messageId}`
+
+/**
+ * Envelope encryption: a data key per (user, month), stored wrapped by the master key in
+ * `pii_data_keys`. Keys are looked up per batch rather than cached, so an erased key is never
+ * reused from memory.
+ */
+export class Vault {
+  constructor(
+    private readonly sql: Sql,
+    private readonly master: MasterKeyProvider,
+  ) {}
+
+  /** Returns a data key for every scope, creating the missing ones (concurrent creators agree through the unique index). */
+  async dataKeys(scopes: readonly KeyScope[]): Promise<Map<string, DataKey>> {
+    const wanted = new Map(scopes.map((scope) => [scopeKey(scope), scope]))
+    const found = await this.load([...wanted.values()])
+    const missing = [...wanted.entries()].filter(([k]) => !found.has(k)).map(([, scope]) => scope)
+    if (missing.length > 0) {
+      const rows = missing.map((scope) => {
+        const { keyId, wrapped } = this.master.wrap(randomBytes(32), wrapAad(scope))
+        return { subject: scope.subject, period: scope.period, master_key_id: keyId, wrapped_key: wrapped }
+      })
+      await this.sql`
+        INSERT INTO pii_data_keys ${this.sql(rows, 'subject', 'period', 'master_key_id', 'wrapped_key')}
+        ON CONFLICT (subject, period) DO NOTHING`
+      for (const [k, v] of await this.load(missing)) found.set(k, v)
+    }
+    return new Map([...wanted.entries()].flatMap(([k]) => {
+      const dataKey = found.get(k)
+      return dataKey === undefined ? [] : [[k, dataKey] as const]
+    }))
+  }
+
+  keyFor(keys: Map<string, DataKey>, scope: KeyScope): DataKey {
+    const dataKey = keys.get(scopeKey(scope))
+    if (dataKey === undefined) throw new Error('data key missing for scope')
+    return dataKey
+  }
+
+  /** Decrypts with the data key row `dataKeyId`; returns null when that key was destroyed (erased or expired). */
+  async open(dataKeyId: string | null, sealed: Buffer, aad: string): Promise<Buffer | null> {
+    if (dataKeyId === null) return null
+    const [row] = await this.sql<{ subject: string; period: string; master_key_id: string; wrapped_key: Buffer }[]>`
+      SELECT subject, to_char(period, 'YYYY-MM-DD') AS period, master_key_id, wrapped_key
+      FROM pii_data_keys WHERE id = ${dataKeyId}`
+    if (row === undefined) return null
+    const key = this.master.unwrap(row.master_key_id, row.wrapped_key, wrapAad(row))
+    return open(key, sealed, aad)
+  }
+
+  private async load(scopes: readonly KeyScope[]): Promise<Map<string, DataKey>> {
+    if (scopes.length === 0) return new Map()
+    const rows = await this.sql<{ id: string; subject: string; period: string; master_key_id: string; wrapped_key: Buffer }[]>`
+      SELECT k.id::text AS id, k.subject, to_char(k.period, 'YYYY-MM-DD') AS period, k.master_key_id, k.wrapped_key
+      FROM pii_data_keys k
+      JOIN unnest(${this.sql.array(scopes.map((s) => s.subject))}::text[], ${this.sql.array(scopes.map((s) => s.period))}::date[])
+        AS w(subject, period) ON k.subject = w.subject AND k.period = w.period`
+    return new Map(rows.map((row) => [
+      scopeKey(row),
+      { id: row.id, key: this.master.unwrap(row.master_key_id, row.wrapped_key, wrapAad(row)) },
+    ]))
+  }
+}

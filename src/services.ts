@@ -1,0 +1,125 @@
+import { SQSClient } from '@aws-sdk/client-sqs'
+import type { FastifyBaseLogger } from 'fastify'
+import type { Sql } from 'postgres'
+import { SCOPES, apiKeyEntry, parseApiKeys, type ApiKey } from './auth/api-keys.ts'
+import type { Config } from './config.ts'
+import { createSql } from './db/sql.ts'
+import { latestMigration, migrate } from './db/migrate.ts'
+import { LoginPipeline } from './ingest/pipeline.ts'
+import { LoginQueue } from './ingest/queue.ts'
+import { verifyKeyFingerprints } from './pii/key-registry.ts'
+import { parseKeyring, type Keyring } from './pii/keys.ts'
+import { Masker } from './pii/mask.ts'
+import { Vault, keyringProvider } from './pii/vault.ts'
+
+/** Everything the app needs from the outside world; built once by server.ts, or by a test. */
+export interface Services {
+  sql: Sql
+  queue: LoginQueue
+  masker: Masker
+  vault: Vault
+  pipeline: LoginPipeline
+  apiKeys: ApiKey[]
+  /** migration the code expects; readiness waits for it */
+  schemaVersion: string
+  /** which parts run embedded, and the demo key when there is one */
+  embedded: { database: boolean; queue: boolean; demoApiKey: string | null }
+}
+
+export interface RunningServices extends Services {
+  close(): Promise<void>
+}
+
+export interface Secrets {
+  mask: Keyring
+  master: Keyring
+  apiKeys: ApiKey[]
+  demoApiKey: string | null
+}
+
+/**
+ * Connects to the database and the queue named in the config, or starts their embedded forms
+ * for the ones not named (never in production: the config refuses that). The embedded modules
+ * are imported only when used, so production never loads PGlite or the emulator.
+ */
+export async function startServices(config: Config, log: FastifyBaseLogger): Promise<RunningServices> {
+  const closers: (() => Promise<void>)[] = []
+  const close = async (): Promise<void> => {
+    for (const closer of closers.reverse()) await closer().catch((error: unknown) => log.error({ err: error }, 'error while closing'))
+  }
+  try {
+    const secrets = await resolveSecrets(config, log)
+
+    let databaseUrl = config.DATABASE_URL
+    let poolMax = config.DATABASE_POOL_MAX
+    if (databaseUrl === undefined) {
+      const { startEmbeddedDatabase } = await import('./embedded/database.ts')
+      const embedded = await startEmbeddedDatabase(`${config.DATA_DIR}/pglite`)
+      closers.push(() => embedded.close())
+      databaseUrl = embedded.url
+      poolMax = 1 // PGlite serves one session; more connections give wrong results
+      log.warn({ dataDir: `${config.DATA_DIR}/pglite` }, 'DATABASE_URL not set: using the embedded PostgreSQL (PGlite)')
+    }
+    const sql = createSql({ url: databaseUrl, max: poolMax, statementTimeoutMs: config.DATABASE_STATEMENT_TIMEOUT_MS })
+    closers.push(() => sql.end({ timeout: 5 }))
+
+    const applied = await migrate(sql)
+    if (applied.length > 0) log.info({ applied }, 'database migrations applied')
+    await verifyKeyFingerprints(sql, { mask: secrets.mask, master: secrets.master })
+
+    let queue: LoginQueue
+    if (config.SQS_QUEUE_URL === undefined) {
+      const { startEmbeddedQueue } = await import('./embedded/queue.ts')
+      const { seedSamplesOnce } = await import('./embedded/samples.ts')
+      const embedded = await startEmbeddedQueue({ region: config.AWS_REGION, visibilityTimeoutSeconds: config.SQS_VISIBILITY_TIMEOUT_SECONDS })
+      closers.push(() => embedded.close())
+      queue = new LoginQueue(embedded.client, embedded.queueUrl)
+      log.warn('SQS_QUEUE_URL not set: using the embedded SQS emulator')
+      if (await seedSamplesOnce(sql, embedded.client, embedded.queueUrl)) {
+        log.info('embedded queue filled with the 100 sample logins (once per database)')
+      }
+    } else {
+      // The SDK reads AWS_ENDPOINT_URL and credentials from the environment itself.
+      const client = new SQSClient({ region: config.AWS_REGION, ...(config.AWS_ENDPOINT_URL ? { endpoint: config.AWS_ENDPOINT_URL } : {}) })
+      closers.push(async () => client.destroy())
+      queue = new LoginQueue(client, config.SQS_QUEUE_URL)
+    }
+
+    const masker = new Masker(secrets.mask)
+    const vault = new Vault(sql, keyringProvider(secrets.master))
+    return {
+      sql,
+      queue,
+      masker,
+      vault,
+      pipeline: new LoginPipeline(sql, masker, vault),
+      apiKeys: secrets.apiKeys,
+      schemaVersion: await latestMigration(),
+      embedded: { database: config.DATABASE_URL === undefined, queue: config.SQS_QUEUE_URL === undefined, demoApiKey: secrets.demoApiKey },
+      close,
+    }
+  } catch (error) {
+    await close()
+    throw error
+  }
+}
+
+/** Keys from the environment; outside production the missing ones come from DATA_DIR, generated once. */
+export async function resolveSecrets(config: Config, log: FastifyBaseLogger): Promise<Secrets> {
+  const needsEmbedded = config.MASK_KEYS === undefined || config.VAULT_MASTER_KEYS === undefined || config.API_KEYS === undefined
+  let embedded = null
+  if (needsEmbedded) {
+    const { loadOrCreateEmbeddedSecrets } = await import('./embedded/secrets.ts')
+    const loaded = await loadOrCreateEmbeddedSecrets(config.DATA_DIR)
+    embedded = loaded.secrets
+    log.warn(
+      { path: loaded.path, created: loaded.created },
+      'development keys in use (MASK_KEYS, VAULT_MASTER_KEYS or API_KEYS not set): fine for a demo, never for real data',
+    )
+  }
+  const mask = parseKeyring('MASK_KEYS', config.MASK_KEYS ?? embedded?.MASK_KEYS ?? '')
+  const master = parseKeyring('VAULT_MASTER_KEYS', config.VAULT_MASTER_KEYS ?? embedded?.VAULT_MASTER_KEYS ?? '')
+  const demoApiKey = config.API_KEYS === undefined ? (embedded?.demoApiKey ?? null) : null
+  const apiKeys = parseApiKeys(config.API_KEYS ?? (demoApiKey ? apiKeyEntry('demo', [...SCOPES], demoApiKey) : ''))
+  return { mask, master, apiKeys, demoApiKey }
+}
