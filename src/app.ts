@@ -1,11 +1,20 @@
+import helmet from '@fastify/helmet'
+import rateLimit from '@fastify/rate-limit'
 import swagger from '@fastify/swagger'
 import swaggerUi from '@fastify/swagger-ui'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyServerOptions } from 'fastify'
+import audit from '../routes/audit.ts'
 import healthz from '../routes/healthz.ts'
+import ingest from '../routes/ingest.ts'
+import piiRoute from '../routes/logins/_id/pii.ts'
+import duplicates from '../routes/logins/duplicates.ts'
 import logins from '../routes/logins/index.ts'
 import readyz from '../routes/readyz.ts'
 import type { Config } from './config.ts'
+import { describeError, isUnavailableError } from './ingest/errors.ts'
+import type { WorkerOptions } from './ingest/worker.ts'
+import type { CursorCodec } from './logins/cursor.ts'
 import authPlugin from './plugins/auth.ts'
 import workerPlugin from './plugins/worker.ts'
 import { ErrorResponse } from './schemas/common.ts'
@@ -15,6 +24,10 @@ import type { Services } from './services.ts'
 declare module 'fastify' {
   interface FastifyInstance {
     services: Services
+    cursors: CursorCodec
+    workerOptions: WorkerOptions
+    /** per-key rate limit of the API routes (health, readiness, metrics and docs have none) */
+    apiRateLimit: { max: number; timeWindow: number }
   }
 }
 
@@ -22,6 +35,7 @@ declare module 'fastify' {
 export const REDACT_PATHS = [
   'req.headers.authorization',
   'req.headers.cookie',
+  'req.headers["x-access-reason"]',
   'headers.authorization',
   'authorization',
   'apiKey',
@@ -41,7 +55,7 @@ export function loggerOptions(config: Pick<Config, 'LOG_LEVEL' | 'NODE_ENV'>): F
   return {
     level: config.LOG_LEVEL,
     redact: { paths: REDACT_PATHS, censor: '[redacted]' },
-    // The client address is logged by neither request nor response serializers: it is the user's ip.
+    // The client address is left out of request logs: it is the user's ip.
     serializers: {
       req: (req: { method: string; url: string; id: string }) => ({ method: req.method, url: req.url, id: req.id }),
     },
@@ -53,6 +67,14 @@ export interface BuildOptions {
   config: Config
   services: Services
   logger?: FastifyServerOptions['logger'] | FastifyServerOptions['loggerInstance']
+}
+
+export const OPENAPI_INFO = {
+  title: 'login-ingest',
+  version: '0.1.0',
+  description:
+    'Ingests login events from SQS, masks ip and device_id with keyed pseudonyms, keeps the originals in an ' +
+    'envelope-encrypted vault, and serves the masked rows. Authenticate with `Authorization: Bearer <API key>`.',
 }
 
 /** The whole service as one Fastify instance; server.ts listens with it, tests inject into it. */
@@ -67,57 +89,85 @@ export async function buildApp({ config, services, logger }: BuildOptions): Prom
     ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', useDefaults: true, allErrors: false } },
   }).withTypeProvider<TypeBoxTypeProvider>()
 
+  const workerOptions: WorkerOptions = {
+    concurrency: config.WORKER_CONCURRENCY,
+    waitTimeSeconds: config.SQS_WAIT_TIME_SECONDS,
+    visibilityTimeoutSeconds: config.SQS_VISIBILITY_TIMEOUT_SECONDS,
+  }
   app.decorate('services', services)
+  app.decorate('cursors', services.cursors)
+  app.decorate('workerOptions', workerOptions)
+  app.decorate('apiRateLimit', { max: config.RATE_LIMIT_PER_MINUTE, timeWindow: 60_000 })
   app.addSchema(ErrorResponse)
   app.addSchema(Login)
   app.addSchema(LoginPage)
 
   app.setErrorHandler((error: FastifyError, request, reply) => {
     if (error.validation) {
-      return reply.code(400).send({ statusCode: 400, error: 'Bad Request', message: `${error.validationContext ?? 'request'}${error.message.replace(/^(querystring|body|params|headers)/, '')}` })
+      const where = error.validationContext ?? 'request'
+      const message = error.message.startsWith(where) ? error.message : `${where} ${error.message}`
+      return reply.code(400).send({ statusCode: 400, error: 'Bad Request', message })
+    }
+    if (isUnavailableError(error)) {
+      request.log.warn({ err: describeError(error) }, 'database unavailable')
+      return reply.code(503).send({ statusCode: 503, error: 'Service Unavailable', message: 'the database is unavailable; try again shortly' })
     }
     const status = error.statusCode ?? 500
     if (status < 500) {
-      return reply.code(status).send({ statusCode: status, error: error.name === 'FastifyError' ? 'Bad Request' : error.name, message: error.message })
+      return reply.code(status).send({ statusCode: status, error: httpName(status), message: error.message })
     }
     request.log.error({ err: { code: error.code, name: error.name, stack: error.stack } }, 'request failed')
-    return reply.code(status).send({
-      statusCode: status,
+    return reply.code(500).send({
+      statusCode: 500,
       error: 'Internal Server Error',
       message: `the request failed; quote request id ${request.id} to the operators`,
       requestId: request.id,
     })
   })
 
+  await app.register(helmet, {
+    // Swagger UI loads its own scripts and styles from /docs/static; it needs inline styles and data: images.
+    contentSecurityPolicy: {
+      directives: {
+        defaultSrc: ["'self'"],
+        scriptSrc: ["'self'"],
+        styleSrc: ["'self'", "'unsafe-inline'"],
+        imgSrc: ["'self'", 'data:'],
+        connectSrc: ["'self'"],
+        objectSrc: ["'none'"],
+        frameAncestors: ["'none'"],
+        // The service is often reached over plain http inside a cluster; upgrading would break the UI there.
+        upgradeInsecureRequests: null,
+      },
+    },
+  })
+  await app.register(rateLimit, {
+    global: false,
+    hook: 'preHandler',
+    // Per API key: authentication ran on onRequest, so only known keys reach this hook.
+    keyGenerator: (request) => request.apiKey?.name ?? request.ip,
+  })
   await app.register(swagger, {
     openapi: {
       openapi: '3.0.3',
-      info: {
-        title: 'login-ingest',
-        version: '0.1.0',
-        description: 'Ingests login events from SQS, masks ip and device_id with keyed pseudonyms, and serves the masked rows.',
-      },
+      info: OPENAPI_INFO,
       components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer', description: 'API key (npm run key)' } } },
       tags: [
-        { name: 'operations', description: 'health, readiness, metrics' },
         { name: 'logins', description: 'masked login rows' },
+        { name: 'ingestion', description: 'draining the queue on demand' },
+        { name: 'pii', description: 'audited access to the originals' },
+        { name: 'operations', description: 'health, readiness, metrics' },
       ],
     },
     refResolver: { buildLocalReference: (json, _baseUri, _fragment, i) => (typeof json.$id === 'string' ? json.$id : `def-${i}`) },
   })
-  await app.register(swaggerUi, { routePrefix: '/docs' })
+  await app.register(swaggerUi, { routePrefix: '/docs', staticCSP: false })
   await app.register(authPlugin, { keys: services.apiKeys })
-  await app.register(workerPlugin, {
-    services,
-    enabled: config.WORKER_ENABLED,
-    worker: {
-      concurrency: config.WORKER_CONCURRENCY,
-      waitTimeSeconds: config.SQS_WAIT_TIME_SECONDS,
-      visibilityTimeoutSeconds: config.SQS_VISIBILITY_TIMEOUT_SECONDS,
-    },
-  })
-  await app.register(healthz)
-  await app.register(readyz)
-  await app.register(logins)
+  await app.register(workerPlugin, { services, enabled: config.WORKER_ENABLED, worker: workerOptions })
+  for (const route of [healthz, readyz, logins, duplicates, piiRoute, audit, ingest]) await app.register(route)
   return app
+}
+
+function httpName(status: number): string {
+  return { 400: 'Bad Request', 404: 'Not Found', 405: 'Method Not Allowed', 413: 'Payload Too Large', 415: 'Unsupported Media Type' }[status] ?? 'Error'
 }

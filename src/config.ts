@@ -27,6 +27,7 @@ export const EnvSchema = Type.Object({
   MASK_KEYS: Type.Optional(Type.String({ minLength: 1 })),
   VAULT_MASTER_KEYS: Type.Optional(Type.String({ minLength: 1 })),
   API_KEYS: Type.Optional(Type.String()),
+  RATE_LIMIT_PER_MINUTE: Type.Integer({ minimum: 1, maximum: 1_000_000, default: 600 }),
 
   DATA_DIR: Type.String({ minLength: 1, default: '.data' }),
   SHUTDOWN_GRACE_MS: Type.Integer({ minimum: 1000, maximum: 600_000, default: 25_000 }),

@@ -5,6 +5,7 @@ import { SCOPES, apiKeyEntry, parseApiKeys, type ApiKey } from './auth/api-keys.
 import type { Config } from './config.ts'
 import { createSql } from './db/sql.ts'
 import { latestMigration, migrate } from './db/migrate.ts'
+import { CursorCodec } from './logins/cursor.ts'
 import { LoginPipeline } from './ingest/pipeline.ts'
 import { LoginQueue } from './ingest/queue.ts'
 import { verifyKeyFingerprints } from './pii/key-registry.ts'
@@ -20,6 +21,8 @@ export interface Services {
   vault: Vault
   pipeline: LoginPipeline
   apiKeys: ApiKey[]
+  /** signs page cursors; derived from the active mask key so every replica accepts every cursor */
+  cursors: CursorCodec
   /** migration the code expects; readiness waits for it */
   schemaVersion: string
   /** which parts run embedded, and the demo key when there is one */
@@ -94,6 +97,7 @@ export async function startServices(config: Config, log: FastifyBaseLogger): Pro
       vault,
       pipeline: new LoginPipeline(sql, masker, vault),
       apiKeys: secrets.apiKeys,
+      cursors: new CursorCodec(secrets.mask.active.secret),
       schemaVersion: await latestMigration(),
       embedded: { database: config.DATABASE_URL === undefined, queue: config.SQS_QUEUE_URL === undefined, demoApiKey: secrets.demoApiKey },
       close,

@@ -13,6 +13,7 @@ import { startEmbeddedDatabase } from '../src/embedded/database.ts'
 import { startEmbeddedQueue, type EmbeddedQueue } from '../src/embedded/queue.ts'
 import { LoginPipeline } from '../src/ingest/pipeline.ts'
 import { LoginQueue } from '../src/ingest/queue.ts'
+import { CursorCodec } from '../src/logins/cursor.ts'
 import { verifyKeyFingerprints } from '../src/pii/key-registry.ts'
 import { parseKeyring, type Keyring } from '../src/pii/keys.ts'
 import { Masker } from '../src/pii/mask.ts'
@@ -138,6 +139,7 @@ export async function testServices(t: TestContext, queue: LoginQueue, options: {
     vault,
     pipeline: new LoginPipeline(db.sql, masker, vault),
     apiKeys: parseApiKeys(options.apiKeys ?? testApiKeys().API_KEYS),
+    cursors: new CursorCodec(keys.mask.active.secret),
     schemaVersion: await latestMigration(),
     embedded: { database: !db.server, queue: true, demoApiKey: null },
     keys,

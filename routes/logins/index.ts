@@ -1,32 +1,62 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
-import { decodeCursor, encodeCursor } from '../../src/logins/cursor.ts'
+import { encodeAppVersion } from '../../src/ingest/app-version.ts'
+import { parseId } from '../../src/logins/cursor.ts'
 import { listLogins } from '../../src/logins/store.ts'
-import { authErrors } from '../../src/schemas/common.ts'
+import { Cursor, Limit, authErrors, badRequest } from '../../src/schemas/common.ts'
+
+const Version = (description: string) => Type.String({ maxLength: 64, description, examples: ['2.3.0'] })
+
+export const LoginsQuery = Type.Object(
+  {
+    limit: Limit,
+    cursor: Type.Optional(Cursor),
+    user_id: Type.Optional(Type.String({ minLength: 1, maxLength: 128, examples: ['424cdd21-063a-43a7-b91b-7ca1a833afae'] })),
+    device_type: Type.Optional(Type.String({ minLength: 1, maxLength: 32, examples: ['android'] })),
+    locale: Type.Optional(Type.String({ minLength: 1, maxLength: 32, examples: ['RU'] })),
+    masked_ip: Type.Optional(Type.String({ minLength: 1, maxLength: 256, description: 'exact mask, as shown in masked_ip' })),
+    masked_device_id: Type.Optional(Type.String({ minLength: 1, maxLength: 256, description: 'exact mask, as shown in masked_device_id' })),
+    app_version: Type.Optional(Type.String({ minLength: 1, maxLength: 64, description: 'the version text exactly as sent', examples: ['2.3.0'] })),
+    version_min: Type.Optional(Version('lowest version, inclusive, compared through the integer encoding (so 2.20 > 2.3)')),
+    version_max: Type.Optional(Version('highest version, inclusive, compared through the integer encoding')),
+    date_from: Type.Optional(Type.String({ format: 'date', description: 'first create_date, inclusive (YYYY-MM-DD)', examples: ['2026-01-01'] })),
+    date_to: Type.Optional(Type.String({ format: 'date', description: 'last create_date, inclusive (YYYY-MM-DD)', examples: ['2026-12-31'] })),
+  },
+  { additionalProperties: false },
+)
 
 const logins: FastifyPluginAsyncTypebox = async (app) => {
   app.get('/logins', {
-    preHandler: app.requireScope('logins:read'),
+    onRequest: app.requireScope('logins:read'),
+    config: { rateLimit: app.apiRateLimit },
     schema: {
       tags: ['logins'],
-      summary: 'List masked logins, newest first',
-      description: 'Keyset-paged by id. Never returns the original ip or device_id.',
+      summary: 'List masked logins, newest first, with filters',
+      description:
+        'Keyset-paged by id: follow `next` until it is null. A walk sees every row that existed when it began exactly once, ' +
+        'even while new rows arrive. Filters combine with AND. Never returns the original ip or device_id.',
       security: [{ bearer: [] }],
-      querystring: Type.Object(
-        {
-          limit: Type.Integer({ minimum: 1, maximum: 1000, default: 100, description: 'page size' }),
-          cursor: Type.Optional(Type.String({ maxLength: 64, description: 'the `next` value of the previous page' })),
-        },
-        { additionalProperties: false },
-      ),
+      querystring: LoginsQuery,
       response: { 200: Type.Ref('LoginPage'), ...authErrors },
     },
   }, async (request, reply) => {
-    const { limit, cursor } = request.query
-    const before = cursor === undefined ? undefined : decodeCursor(cursor)
-    if (before === null) return reply.code(400).send({ statusCode: 400, error: 'Bad Request', message: 'querystring/cursor is not a cursor this API issued' })
-    const page = await listLogins(app.services.sql, { limit, ...(before === undefined ? {} : { before }) })
-    return { items: page.items, next: page.lastId === null ? null : encodeCursor(page.lastId) }
+    const { limit, cursor, version_min, version_max, ...filters } = request.query
+    let before: bigint | undefined
+    if (cursor !== undefined) {
+      const values = app.cursors.decode('logins', cursor)
+      const id = parseId(values?.[0])
+      if (id === null) return reply.code(400).send(badRequest('querystring/cursor is not a cursor this API issued for /logins'))
+      before = id
+    }
+    const versions: { version_min?: number; version_max?: number } = {}
+    for (const [name, text] of [['version_min', version_min], ['version_max', version_max]] as const) {
+      if (text === undefined) continue
+      const encoded = encodeAppVersion(text)
+      if (encoded === null) return reply.code(400).send(badRequest(`querystring/${name} must be a dotted version such as 2.3.0 (parts 0-999)`))
+      versions[name] = encoded
+    }
+    const page = await listLogins(app.services.sql, { limit, ...filters, ...versions, ...(before === undefined ? {} : { before }) })
+    return { items: page.items, next: page.lastId === null ? null : app.cursors.encode('logins', [page.lastId]) }
   })
 }
 

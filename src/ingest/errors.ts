@@ -17,6 +17,24 @@ export function isDataError(error: unknown): boolean {
   return errorClass === '22' || errorClass === '54' || (errorClass === '23' && state !== '23503')
 }
 
+const CONNECTION_CODES = new Set([
+  'ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'EHOSTUNREACH', 'ENOTFOUND',
+  'CONNECTION_CLOSED', 'CONNECTION_ENDED', 'CONNECTION_DESTROYED', 'CONNECT_TIMEOUT',
+])
+
+/**
+ * True when the database could not be reached or gave up for reasons of its own (connection
+ * errors, SQLSTATE 08 connection, 53 resources, 57 operator intervention such as a statement
+ * timeout or shutdown): worth a 503 and a retry, not a 500.
+ */
+export function isUnavailableError(error: unknown): boolean {
+  const code = (error as { code?: unknown } | null)?.code
+  if (typeof code !== 'string') return false
+  if (CONNECTION_CODES.has(code)) return true
+  const state = sqlState(error)
+  return state !== undefined && ['08', '53', '57'].includes(state.slice(0, 2))
+}
+
 /**
  * What may be logged or stored about a database error: codes and names, never the message or
  * detail text, which can quote the refused value.

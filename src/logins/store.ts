@@ -1,27 +1,117 @@
 import type { Sql } from 'postgres'
 import type { Login } from '../schemas/logins.ts'
+import { loginAad, type Vault } from '../pii/vault.ts'
 
-export interface LoginQuery {
+export interface LoginFilters {
+  user_id?: string
+  device_type?: string
+  locale?: string
+  masked_ip?: string
+  masked_device_id?: string
+  app_version?: string
+  /** inclusive bounds on the integer encoding of app_version */
+  version_min?: number
+  version_max?: number
+  /** inclusive bounds on create_date, YYYY-MM-DD */
+  date_from?: string
+  date_to?: string
+}
+
+export interface LoginQuery extends LoginFilters {
   limit: number
   /** id of the last row of the previous page; the page holds smaller ids */
   before?: bigint
 }
 
-/** Newest first by id, keyset-paged. Fetches one row more than asked to learn whether a next page exists. */
+const LOGIN_COLUMNS = `id::text AS id, user_id, device_type, masked_ip, masked_device_id, locale, app_version,
+  app_version_text, to_char(create_date, 'YYYY-MM-DD') AS create_date, message_id, mask_key_id,
+  to_char(ingested_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS ingested_at`
+
+/**
+ * Newest first by id, keyset-paged on the primary key (or on a filter's (column, id) index), so
+ * a walk through the pages sees every row that existed when it began exactly once. Fetches one
+ * row more than asked to learn whether there is a next page.
+ */
 export async function listLogins(sql: Sql, query: LoginQuery): Promise<{ items: Login[]; lastId: string | null }> {
+  const conditions = [
+    query.before === undefined ? null : sql`id < ${query.before.toString()}`,
+    query.user_id === undefined ? null : sql`user_id = ${query.user_id}`,
+    query.device_type === undefined ? null : sql`device_type = ${query.device_type}`,
+    query.locale === undefined ? null : sql`locale = ${query.locale}`,
+    query.masked_ip === undefined ? null : sql`masked_ip = ${query.masked_ip}`,
+    query.masked_device_id === undefined ? null : sql`masked_device_id = ${query.masked_device_id}`,
+    query.app_version === undefined ? null : sql`app_version_text = ${query.app_version}`,
+    query.version_min === undefined ? null : sql`app_version >= ${query.version_min}`,
+    query.version_max === undefined ? null : sql`app_version <= ${query.version_max}`,
+    query.date_from === undefined ? null : sql`create_date >= ${query.date_from}::date`,
+    query.date_to === undefined ? null : sql`create_date <= ${query.date_to}::date`,
+  ].filter((c) => c !== null)
+  const where = conditions.reduce((acc, c) => sql`${acc} AND ${c}`, sql`TRUE`)
   const rows = await sql<Login[]>`
-    SELECT id::text AS id, user_id, device_type, masked_ip, masked_device_id, locale, app_version,
-           app_version_text, to_char(create_date, 'YYYY-MM-DD') AS create_date, message_id, mask_key_id,
-           to_char(ingested_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS ingested_at
-    FROM user_logins
-    WHERE ${query.before === undefined ? sql`TRUE` : sql`id < ${query.before.toString()}`}
+    SELECT ${sql.unsafe(LOGIN_COLUMNS)} FROM user_logins
+    WHERE ${where}
     ORDER BY id DESC
     LIMIT ${query.limit + 1}`
   const items = rows.slice(0, query.limit)
   return { items, lastId: rows.length > query.limit ? (items.at(-1)?.id ?? null) : null }
 }
 
-export async function countLogins(sql: Sql): Promise<number> {
-  const [row] = await sql<{ n: number }[]>`SELECT count(*)::int AS n FROM user_logins`
-  return row?.n ?? 0
+export type DuplicateField = 'ip' | 'device_id'
+
+export interface Duplicate {
+  field: DuplicateField
+  masked_value: string
+  count: number
+  users: number
+}
+
+export interface DuplicateQuery {
+  fields: DuplicateField[]
+  minCount: number
+  limit: number
+  /** the last entry of the previous page */
+  after?: { count: number; field: DuplicateField; masked_value: string }
+}
+
+/**
+ * Masked values seen at least `minCount` times, most frequent first (then by field and value,
+ * so pages are stable), with the number of distinct users behind each.
+ */
+export async function listDuplicates(sql: Sql, query: DuplicateQuery): Promise<Duplicate[]> {
+  const groups = query.fields.map((field) => {
+    const column = sql(field === 'ip' ? 'masked_ip' : 'masked_device_id')
+    return sql`
+      SELECT ${field}::text AS field, ${column} AS masked_value, count(*)::int AS count, count(DISTINCT user_id)::int AS users
+      FROM user_logins WHERE ${column} IS NOT NULL
+      GROUP BY ${column} HAVING count(*) >= ${query.minCount}`
+  })
+  const union = groups.slice(1).reduce((acc, g) => sql`${acc} UNION ALL ${g}`, groups[0] ?? sql`SELECT NULL LIMIT 0`)
+  const after = query.after
+  return sql<Duplicate[]>`
+    SELECT field, masked_value, count, users FROM (${union}) d
+    WHERE ${after === undefined
+      ? sql`TRUE`
+      : sql`(count < ${after.count} OR (count = ${after.count} AND (field, masked_value) > (${after.field}::text, ${after.masked_value}::text)))`}
+    ORDER BY count DESC, field, masked_value
+    LIMIT ${query.limit + 1}`
+}
+
+export type PiiLookup =
+  | { status: 'found'; ip: string; device_id: string }
+  | { status: 'no-row' }
+  | { status: 'no-originals' }
+  | { status: 'erased' }
+
+/** The originals of one row, decrypted from the vault; says why when there are none. */
+export async function readOriginals(sql: Sql, vault: Vault, id: bigint): Promise<PiiLookup> {
+  const [row] = await sql<{ message_id: string | null; data_key_id: string | null; ciphertext: Buffer | null; in_vault: boolean }[]>`
+    SELECT l.message_id, v.data_key_id::text AS data_key_id, v.ciphertext, v.login_id IS NOT NULL AS in_vault
+    FROM user_logins l LEFT JOIN pii_vault v ON v.login_id = l.id
+    WHERE l.id = ${id.toString()}`
+  if (row === undefined) return { status: 'no-row' }
+  if (!row.in_vault || row.message_id === null || row.ciphertext === null) return { status: 'no-originals' }
+  const plain = await vault.open(row.data_key_id, row.ciphertext, loginAad(row.message_id))
+  if (plain === null) return { status: 'erased' }
+  const originals = JSON.parse(plain.toString('utf8')) as { ip: string; device_id: string }
+  return { status: 'found', ip: originals.ip, device_id: originals.device_id }
 }

@@ -8,9 +8,27 @@ import ipaddr from 'ipaddr.js'
 export function canonicalIp(text: string): string | null {
   const trimmed = text.trim()
   if (ipaddr.IPv4.isValidFourPartDecimal(trimmed)) return ipaddr.IPv4.parse(trimmed).toString()
-  if (!ipaddr.IPv6.isValid(trimmed)) return null
-  const v6 = ipaddr.IPv6.parse(trimmed)
+  const hex = withHexTail(trimmed)
+  if (hex === null || !ipaddr.IPv6.isValid(hex)) return null
+  const v6 = ipaddr.IPv6.parse(hex)
   if (v6.zoneId !== undefined) v6.zoneId = undefined
   if (v6.isIPv4MappedAddress()) return v6.toIPv4Address().toString()
   return v6.toNormalizedString()
+}
+
+/**
+ * Rewrites an IPv6 address's dotted IPv4 tail (`::ffff:1.2.3.4`) as two hex groups, which
+ * ipaddr.js would otherwise read loosely: it takes `::1.2.3.4` for `::ffff:1.2.3.4` (a different
+ * address from `::102:304`) and `010` as decimal 10. Null when the tail is not plain dotted decimal.
+ */
+function withHexTail(address: string): string | null {
+  const zoneAt = address.indexOf('%')
+  const base = zoneAt < 0 ? address : address.slice(0, zoneAt)
+  const zone = zoneAt < 0 ? '' : address.slice(zoneAt)
+  const colon = base.lastIndexOf(':')
+  const tail = base.slice(colon + 1)
+  if (!tail.includes('.')) return address
+  if (colon < 0 || !ipaddr.IPv4.isValidFourPartDecimal(tail)) return null
+  const [a = 0, b = 0, c = 0, d = 0] = ipaddr.IPv4.parse(tail).octets
+  return `${base.slice(0, colon + 1)}${((a << 8) | b).toString(16)}:${((c << 8) | d).toString(16)}${zone}`
 }

@@ -1,11 +1,11 @@
-import type { FastifyInstance, FastifyReply, FastifyRequest, preHandlerAsyncHookHandler } from 'fastify'
+import type { FastifyInstance, FastifyReply, FastifyRequest, onRequestAsyncHookHandler } from 'fastify'
 import fp from 'fastify-plugin'
 import { authenticate, type ApiKey, type Scope } from '../auth/api-keys.ts'
 
 declare module 'fastify' {
   interface FastifyInstance {
-    /** preHandler that admits only a known API key holding `scope` */
-    requireScope(scope: Scope): preHandlerAsyncHookHandler
+    /** onRequest hook that admits only a known API key holding `scope` */
+    requireScope(scope: Scope): onRequestAsyncHookHandler
   }
   interface FastifyRequest {
     apiKey: ApiKey | null
@@ -19,7 +19,10 @@ function bearerToken(request: FastifyRequest): string | null {
   return match?.[1] ?? null
 }
 
-/** Bearer API keys with scopes: 401 without a known key, 403 without the scope. */
+/**
+ * Bearer API keys with scopes: 401 without a known key, 403 without the scope. It runs on
+ * onRequest, before validation, so an unauthenticated caller learns nothing about the inputs.
+ */
 export default fp(
   async function authPlugin(app: FastifyInstance, options: { keys: readonly ApiKey[] }) {
     app.decorateRequest('apiKey', null)

@@ -3,10 +3,10 @@ import { Type } from 'typebox'
 /** Every error the API answers with: the HTTP status, its name and a message a caller can act on. */
 export const ErrorResponse = Type.Object(
   {
-    statusCode: Type.Integer(),
-    error: Type.String(),
-    message: Type.String(),
-    requestId: Type.Optional(Type.String()),
+    statusCode: Type.Integer({ examples: [400] }),
+    error: Type.String({ examples: ['Bad Request'] }),
+    message: Type.String({ examples: ['querystring/limit must be <= 1000'] }),
+    requestId: Type.Optional(Type.String({ description: 'present on 500 answers; quote it to the operators' })),
   },
   { $id: 'ErrorResponse', description: 'Error; never carries PII or internal details' },
 )
@@ -20,4 +20,13 @@ export const authErrors = {
   403: errorRef,
   429: errorRef,
   500: errorRef,
+  503: errorRef,
 } as const
+
+/** Page size of every paged route. */
+export const Limit = Type.Integer({ minimum: 1, maximum: 1000, default: 100, description: 'page size, 1-1000', examples: [50] })
+
+/** The `next` value of the previous page. */
+export const Cursor = Type.String({ minLength: 1, maxLength: 1000, description: 'the `next` value of the previous page (opaque, signed)' })
+
+export const badRequest = (message: string) => ({ statusCode: 400, error: 'Bad Request', message })

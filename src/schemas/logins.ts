@@ -1,20 +1,23 @@
 import { Type, type Static } from 'typebox'
 
+const Nullable = <T extends Parameters<typeof Type.Union>[0][number]>(schema: T, options: { description?: string } = {}) =>
+  Type.Union([schema, Type.Null()], options)
+
 /** A login as the API shows it: masked values only, never the originals. */
 export const Login = Type.Object(
   {
     id: Type.String({ description: 'row id (bigint as a string)' }),
-    user_id: Type.Union([Type.String(), Type.Null()]),
-    device_type: Type.Union([Type.String(), Type.Null()]),
-    masked_ip: Type.Union([Type.String(), Type.Null()], { description: '<key id>:<base64url HMAC-SHA256>' }),
-    masked_device_id: Type.Union([Type.String(), Type.Null()]),
-    locale: Type.Union([Type.String(), Type.Null()]),
-    app_version: Type.Union([Type.Integer(), Type.Null()], { description: 'order-preserving integer encoding of app_version_text' }),
-    app_version_text: Type.Union([Type.String(), Type.Null()], { description: 'the version as sent' }),
-    create_date: Type.Union([Type.String({ format: 'date' }), Type.Null()], { description: 'UTC date of the SQS SentTimestamp' }),
-    message_id: Type.Union([Type.String(), Type.Null()], { description: 'SQS message id; null for rows that predate the service' }),
-    mask_key_id: Type.Union([Type.String(), Type.Null()]),
-    ingested_at: Type.Union([Type.String({ format: 'date-time' }), Type.Null()]),
+    user_id: Nullable(Type.String()),
+    device_type: Nullable(Type.String()),
+    masked_ip: Nullable(Type.String(), { description: '<key id>:<base64url HMAC-SHA256>' }),
+    masked_device_id: Nullable(Type.String()),
+    locale: Nullable(Type.String()),
+    app_version: Nullable(Type.Integer(), { description: 'order-preserving integer encoding of app_version_text' }),
+    app_version_text: Nullable(Type.String(), { description: 'the version as sent' }),
+    create_date: Nullable(Type.String({ format: 'date' }), { description: 'UTC date of the SQS SentTimestamp' }),
+    message_id: Nullable(Type.String(), { description: 'SQS message id; null for rows that predate the service' }),
+    mask_key_id: Nullable(Type.String()),
+    ingested_at: Nullable(Type.String({ format: 'date-time' })),
   },
   { $id: 'Login' },
 )
@@ -23,7 +26,7 @@ export type Login = Static<typeof Login>
 export const LoginPage = Type.Object(
   {
     items: Type.Array(Type.Ref('Login')),
-    next: Type.Union([Type.String(), Type.Null()], { description: 'cursor of the next page; null on the last page' }),
+    next: Nullable(Type.String(), { description: 'cursor of the next page; null on the last page' }),
   },
   { $id: 'LoginPage' },
 )

@@ -1,0 +1,57 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { Type } from 'typebox'
+import { listAudit } from '../src/audit/store.ts'
+import { parseId } from '../src/logins/cursor.ts'
+import { Cursor, Limit, authErrors, badRequest } from '../src/schemas/common.ts'
+
+const AuditRecord = Type.Object({
+  id: Type.String(),
+  at: Type.String({ format: 'date-time' }),
+  action: Type.String({ description: 'pii.read or pii.erase' }),
+  key_name: Type.Union([Type.String(), Type.Null()], { description: 'name of the API key; null when none was recognised' }),
+  target: Type.Union([Type.String(), Type.Null()], { description: 'row id (pii.read) or user id (pii.erase) as requested' }),
+  reason: Type.Union([Type.String(), Type.Null()]),
+  status: Type.Integer({ description: 'HTTP status of the answer' }),
+  outcome: Type.String(),
+  request_id: Type.Union([Type.String(), Type.Null()]),
+})
+
+const audit: FastifyPluginAsyncTypebox = async (app) => {
+  app.get('/audit', {
+    onRequest: app.requireScope('audit:read'),
+    config: { rateLimit: app.apiRateLimit },
+    schema: {
+      tags: ['pii'],
+      summary: 'The PII audit log, newest first',
+      description: 'Every call of the PII routes, allowed or refused. The log is append-only in the database.',
+      security: [{ bearer: [] }],
+      querystring: Type.Object(
+        {
+          limit: Limit,
+          cursor: Type.Optional(Cursor),
+          action: Type.Optional(Type.Union([Type.Literal('pii.read'), Type.Literal('pii.erase')], { examples: ['pii.read'] })),
+          key_name: Type.Optional(Type.String({ minLength: 1, maxLength: 64 })),
+        },
+        { additionalProperties: false },
+      ),
+      response: { 200: Type.Object({ items: Type.Array(AuditRecord), next: Type.Union([Type.String(), Type.Null()]) }), ...authErrors },
+    },
+  }, async (request, reply) => {
+    const { limit, cursor, action, key_name } = request.query
+    let before: bigint | undefined
+    if (cursor !== undefined) {
+      const id = parseId(app.cursors.decode('audit', cursor)?.[0])
+      if (id === null) return reply.code(400).send(badRequest('querystring/cursor is not a cursor this API issued for /audit'))
+      before = id
+    }
+    const page = await listAudit(app.services.sql, {
+      limit,
+      ...(before === undefined ? {} : { before }),
+      ...(action === undefined ? {} : { action }),
+      ...(key_name === undefined ? {} : { keyName: key_name }),
+    })
+    return { items: page.items, next: page.lastId === null ? null : app.cursors.encode('audit', [page.lastId]) }
+  })
+}
+
+export default audit
