@@ -16,6 +16,7 @@ import { describeError, isUnavailableError } from './ingest/errors.ts'
 import type { WorkerOptions } from './ingest/worker.ts'
 import type { CursorCodec } from './logins/cursor.ts'
 import authPlugin from './plugins/auth.ts'
+import metricsPlugin from './plugins/metrics.ts'
 import workerPlugin from './plugins/worker.ts'
 import { ErrorResponse } from './schemas/common.ts'
 import { Login, LoginPage } from './schemas/logins.ts'
@@ -164,6 +165,7 @@ export async function buildApp({ config, services, logger }: BuildOptions): Prom
   await app.register(swaggerUi, { routePrefix: '/docs', staticCSP: false })
   await app.register(authPlugin, { keys: services.apiKeys })
   await app.register(workerPlugin, { services, enabled: config.WORKER_ENABLED, worker: workerOptions })
+  await app.register(metricsPlugin)
   for (const route of [healthz, readyz, logins, duplicates, piiRoute, audit, ingest]) await app.register(route)
   return app
 }

@@ -78,6 +78,7 @@ export class IngestWorker {
   private lastError: WorkerFailure | null = null
   private databaseSuspect = false
   private readonly batchListeners: ((report: BatchReport) => void)[] = []
+  private readonly failureListeners: ((dependency: 'queue' | 'database') => void)[] = []
 
   constructor(
     private readonly queue: LoginQueue,
@@ -89,6 +90,10 @@ export class IngestWorker {
 
   onBatch(listener: (report: BatchReport) => void): void {
     this.batchListeners.push(listener)
+  }
+
+  onFailure(listener: (dependency: 'queue' | 'database') => void): void {
+    this.failureListeners.push(listener)
   }
 
   state(): WorkerState {
@@ -230,6 +235,7 @@ export class IngestWorker {
   private recordFailure(dependency: 'queue' | 'database', cause: unknown): void {
     if (dependency === 'queue') this.totals.pollErrors++
     else this.totals.storeErrors++
+    for (const listener of this.failureListeners) listener(dependency)
     const error = describeError(cause)
     this.lastError = { at: new Date().toISOString(), dependency, error }
     this.log.warn({ dependency, err: error }, `${dependency} unavailable; messages stay on the queue, retrying with back-off`)
