@@ -44,7 +44,8 @@ export async function listAudit(
     WHERE ${query.before === undefined ? sql`TRUE` : sql`id < ${query.before.toString()}`}
       AND ${query.action === undefined ? sql`TRUE` : sql`action = ${query.action}`}
       AND ${query.keyName === undefined ? sql`TRUE` : sql`key_name = ${query.keyName}`}
-    ORDER BY id DESC
+    -- Qualified: a bare id would name the text output column and sort '9' after '25'.
+    ORDER BY audit_log.id DESC
     LIMIT ${query.limit + 1}`
   const items = rows.slice(0, query.limit)
   return { items, lastId: rows.length > query.limit ? (items.at(-1)?.id ?? null) : null }

@@ -50,7 +50,8 @@ export async function listLogins(sql: Sql, query: LoginQuery): Promise<{ items: 
   const rows = await sql<Login[]>`
     SELECT ${sql.unsafe(LOGIN_COLUMNS)} FROM user_logins
     WHERE ${where}
-    ORDER BY id DESC
+    -- Qualified: a bare id would name the text output column and sort '9' after '25'.
+    ORDER BY user_logins.id DESC
     LIMIT ${query.limit + 1}`
   const items = rows.slice(0, query.limit)
   return { items, lastId: rows.length > query.limit ? (items.at(-1)?.id ?? null) : null }
