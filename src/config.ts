@@ -16,6 +16,7 @@ export const EnvSchema = Type.Object({
   DATABASE_STATEMENT_TIMEOUT_MS: Type.Integer({ minimum: 0, maximum: 3_600_000, default: 30_000 }),
 
   SQS_QUEUE_URL: Type.Optional(Type.String({ pattern: '^https?://', description: 'an http(s):// queue URL' })),
+  SQS_DLQ_URL: Type.Optional(Type.String({ pattern: '^https?://', description: 'an http(s):// queue URL' })),
   AWS_REGION: Type.String({ minLength: 1, default: 'us-east-1' }),
   AWS_ENDPOINT_URL: Type.Optional(Type.String({ pattern: '^https?://', description: 'an http(s):// URL' })),
   SQS_WAIT_TIME_SECONDS: Type.Integer({ minimum: 0, maximum: 20, default: 20 }),

@@ -27,6 +27,7 @@ export async function openApiDocument(): Promise<unknown> {
     services: {
       sql,
       queue: new LoginQueue(new SQSClient({ region: 'us-east-1', endpoint: 'http://127.0.0.1:1' }), 'http://127.0.0.1:1/q'),
+      dlq: null,
       masker,
       vault,
       pipeline: new LoginPipeline(sql, masker, vault),

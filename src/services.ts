@@ -17,6 +17,8 @@ import { Vault, keyringProvider } from './pii/vault.ts'
 export interface Services {
   sql: Sql
   queue: LoginQueue
+  /** the dead-letter queue, watched for the depth metric; null when not configured */
+  dlq: LoginQueue | null
   masker: Masker
   vault: Vault
   pipeline: LoginPipeline
@@ -71,12 +73,14 @@ export async function startServices(config: Config, log: FastifyBaseLogger): Pro
     await verifyKeyFingerprints(sql, { mask: secrets.mask, master: secrets.master })
 
     let queue: LoginQueue
+    let dlq: LoginQueue | null = null
     if (config.SQS_QUEUE_URL === undefined) {
       const { startEmbeddedQueue } = await import('./embedded/queue.ts')
       const { seedSamplesOnce } = await import('./embedded/samples.ts')
       const embedded = await startEmbeddedQueue({ region: config.AWS_REGION, visibilityTimeoutSeconds: config.SQS_VISIBILITY_TIMEOUT_SECONDS })
       closers.push(() => embedded.close())
       queue = new LoginQueue(embedded.client, embedded.queueUrl)
+      dlq = new LoginQueue(embedded.client, embedded.dlqUrl)
       log.warn('SQS_QUEUE_URL not set: using the embedded SQS emulator')
       if (await seedSamplesOnce(sql, embedded.client, embedded.queueUrl)) {
         log.info('embedded queue filled with the 100 sample logins (once per database)')
@@ -86,6 +90,7 @@ export async function startServices(config: Config, log: FastifyBaseLogger): Pro
       const client = new SQSClient({ region: config.AWS_REGION, ...(config.AWS_ENDPOINT_URL ? { endpoint: config.AWS_ENDPOINT_URL } : {}) })
       closers.push(async () => client.destroy())
       queue = new LoginQueue(client, config.SQS_QUEUE_URL)
+      if (config.SQS_DLQ_URL !== undefined) dlq = new LoginQueue(client, config.SQS_DLQ_URL)
     }
 
     const masker = new Masker(secrets.mask)
@@ -93,6 +98,7 @@ export async function startServices(config: Config, log: FastifyBaseLogger): Pro
     return {
       sql,
       queue,
+      dlq,
       masker,
       vault,
       pipeline: new LoginPipeline(sql, masker, vault),

@@ -135,6 +135,7 @@ export async function testServices(t: TestContext, queue: LoginQueue, options: {
   return {
     sql: db.sql,
     queue,
+    dlq: null,
     masker,
     vault,
     pipeline: new LoginPipeline(db.sql, masker, vault),

@@ -37,9 +37,16 @@ export function parseApiKeys(text: string): ApiKey[] {
     const name = entry.slice(0, first)
     const scopes = entry.slice(first + 1, last).split(',').map((s) => s.trim()).filter(Boolean)
     const hash = entry.slice(last + 1)
+    // A pasted secret must never be echoed back into an error line (and so into logs).
+    if ([name, ...scopes].some((part) => part.startsWith('lik_'))) {
+      throw new ConfigError('API_KEYS', `${where} holds a key itself; list only its SHA-256 hash (npm run key prints the entry)`)
+    }
     if (!NAME.test(name)) throw new ConfigError('API_KEYS', `${where} has a name that is not 1-64 letters, digits, _ . or -`)
     const unknown = scopes.find((s) => !(SCOPES as readonly string[]).includes(s))
-    if (unknown !== undefined) throw new ConfigError('API_KEYS', `${where} (${name}) has unknown scope ${unknown}; known: ${SCOPES.join(', ')}`)
+    if (unknown !== undefined) {
+      const shown = /^[a-z]{1,16}:[a-z]{1,16}$/.test(unknown) ? ` ${unknown}` : ''
+      throw new ConfigError('API_KEYS', `${where} (${name}) has an unknown scope${shown}; known: ${SCOPES.join(', ')}`)
+    }
     if (scopes.length === 0) throw new ConfigError('API_KEYS', `${where} (${name}) has no scope`)
     if (!/^[0-9a-f]{64}$/i.test(hash)) throw new ConfigError('API_KEYS', `${where} (${name}) must end with the 64-hex-digit SHA-256 of the key (npm run key)`)
     if (keys.some((k) => k.name === name)) throw new ConfigError('API_KEYS', `name ${name} is used twice`)

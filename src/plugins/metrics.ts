@@ -2,6 +2,7 @@ import type { FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
 import { Type } from 'typebox'
+import type { LoginQueue } from '../ingest/queue.ts'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -67,6 +68,27 @@ export default fp(
       registers: [registry],
       collect() {
         this.set(worker.state().batchesInFlight)
+      },
+    })
+
+    const { queue, dlq } = app.services
+    const watched: [string, LoginQueue][] = [['main', queue], ...(dlq === null ? [] : [['dlq', dlq] as [string, LoginQueue]])]
+    new Gauge({
+      name: 'login_ingest_queue_messages',
+      help: 'approximate messages in the queue and its dead-letter queue, read from SQS at scrape time',
+      labelNames: ['queue', 'state'] as const,
+      registers: [registry],
+      async collect() {
+        // A slow or unreachable SQS must not stall the scrape: give up after a second and leave the last values.
+        await Promise.all(watched.map(async ([name, q]) => {
+          try {
+            const depth = await q.depth(AbortSignal.timeout(1000))
+            this.set({ queue: name, state: 'visible' }, depth.visible)
+            this.set({ queue: name, state: 'in_flight' }, depth.inFlight)
+          } catch {
+            // keep the previous values; dependency failures are counted by the worker
+          }
+        }))
       },
     })
 
