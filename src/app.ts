@@ -11,6 +11,7 @@ import piiRoute from '../routes/logins/_id/pii.ts'
 import duplicates from '../routes/logins/duplicates.ts'
 import logins from '../routes/logins/index.ts'
 import readyz from '../routes/readyz.ts'
+import erase from '../routes/users/_user_id/pii.ts'
 import type { Config } from './config.ts'
 import { describeError, isUnavailableError } from './ingest/errors.ts'
 import type { WorkerOptions } from './ingest/worker.ts'
@@ -106,7 +107,11 @@ export async function buildApp({ config, services, logger }: BuildOptions): Prom
   app.setErrorHandler((error: FastifyError, request, reply) => {
     if (error.validation) {
       const where = error.validationContext ?? 'request'
-      const message = error.message.startsWith(where) ? error.message : `${where} ${error.message}`
+      // Ajv's own text for an unknown property does not say which one; the caller needs the name.
+      const unknown = error.validation[0]?.keyword === 'additionalProperties' ? error.validation[0].params.additionalProperty : undefined
+      const message = typeof unknown === 'string'
+        ? `${where}/${unknown.slice(0, 64)} is not a known ${where === 'body' ? 'field' : 'parameter'}`
+        : error.message.startsWith(where) ? error.message : `${where} ${error.message}`
       return reply.code(400).send({ statusCode: 400, error: 'Bad Request', message })
     }
     if (isUnavailableError(error)) {
@@ -124,6 +129,15 @@ export async function buildApp({ config, services, logger }: BuildOptions): Prom
       message: `the request failed; quote request id ${request.id} to the operators`,
       requestId: request.id,
     })
+  })
+
+  // PostgreSQL text cannot hold NUL: a query value with one would fail inside the query as a 500.
+  app.addHook('preValidation', async (request, reply) => {
+    for (const [name, value] of Object.entries((request.query ?? {}) as Record<string, unknown>)) {
+      if ([value].flat().some((v) => typeof v === 'string' && v.includes('\u0000'))) {
+        return reply.code(400).send({ statusCode: 400, error: 'Bad Request', message: `querystring/${name.slice(0, 64)} must not contain NUL characters` })
+      }
+    }
   })
 
   await app.register(helmet, {
@@ -164,12 +178,15 @@ export async function buildApp({ config, services, logger }: BuildOptions): Prom
   })
   await app.register(swaggerUi, { routePrefix: '/docs', staticCSP: false })
   await app.register(authPlugin, { keys: services.apiKeys })
-  await app.register(workerPlugin, { services, enabled: config.WORKER_ENABLED, worker: workerOptions })
+  await app.register(workerPlugin, { services, enabled: config.WORKER_ENABLED, worker: workerOptions, retentionDays: config.PII_RETENTION_DAYS })
   await app.register(metricsPlugin)
-  for (const route of [healthz, readyz, logins, duplicates, piiRoute, audit, ingest]) await app.register(route)
+  for (const route of [healthz, readyz, logins, duplicates, piiRoute, erase, audit, ingest]) await app.register(route)
   return app
 }
 
 function httpName(status: number): string {
-  return { 400: 'Bad Request', 404: 'Not Found', 405: 'Method Not Allowed', 413: 'Payload Too Large', 415: 'Unsupported Media Type' }[status] ?? 'Error'
+  return {
+    400: 'Bad Request', 404: 'Not Found', 405: 'Method Not Allowed', 413: 'Payload Too Large', 415: 'Unsupported Media Type',
+    429: 'Too Many Requests',
+  }[status] ?? 'Error'
 }

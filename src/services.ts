@@ -4,14 +4,14 @@ import type { Sql } from 'postgres'
 import { SCOPES, apiKeyEntry, parseApiKeys, type ApiKey } from './auth/api-keys.ts'
 import type { Config } from './config.ts'
 import { createSql } from './db/sql.ts'
-import { latestMigration, migrate } from './db/migrate.ts'
+import { latestMigration } from './db/migrate.ts'
 import { CursorCodec } from './logins/cursor.ts'
 import { LoginPipeline } from './ingest/pipeline.ts'
 import { LoginQueue } from './ingest/queue.ts'
-import { verifyKeyFingerprints } from './pii/key-registry.ts'
 import { parseKeyring, type Keyring } from './pii/keys.ts'
 import { Masker } from './pii/mask.ts'
 import { Vault, keyringProvider } from './pii/vault.ts'
+import { prepareDatabase } from './prepare.ts'
 
 /** Everything the app needs from the outside world; built once by server.ts, or by a test. */
 export interface Services {
@@ -68,9 +68,8 @@ export async function startServices(config: Config, log: FastifyBaseLogger): Pro
     const sql = createSql({ url: databaseUrl, max: poolMax, statementTimeoutMs: config.DATABASE_STATEMENT_TIMEOUT_MS })
     closers.push(() => sql.end({ timeout: 5 }))
 
-    const applied = await migrate(sql)
+    const applied = await prepareDatabase(sql, { mask: secrets.mask, master: secrets.master })
     if (applied.length > 0) log.info({ applied }, 'database migrations applied')
-    await verifyKeyFingerprints(sql, { mask: secrets.mask, master: secrets.master })
 
     let queue: LoginQueue
     let dlq: LoginQueue | null = null

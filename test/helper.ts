@@ -8,16 +8,16 @@ import { buildApp, loggerOptions } from '../src/app.ts'
 import { SCOPES, apiKeyEntry, generateApiKey, parseApiKeys, type Scope } from '../src/auth/api-keys.ts'
 import { loadConfig, type Config } from '../src/config.ts'
 import { createSql } from '../src/db/sql.ts'
-import { latestMigration, migrate } from '../src/db/migrate.ts'
+import { latestMigration } from '../src/db/migrate.ts'
 import { startEmbeddedDatabase } from '../src/embedded/database.ts'
 import { startEmbeddedQueue, type EmbeddedQueue } from '../src/embedded/queue.ts'
 import { LoginPipeline } from '../src/ingest/pipeline.ts'
 import { LoginQueue } from '../src/ingest/queue.ts'
 import { CursorCodec } from '../src/logins/cursor.ts'
-import { verifyKeyFingerprints } from '../src/pii/key-registry.ts'
 import { parseKeyring, type Keyring } from '../src/pii/keys.ts'
 import { Masker } from '../src/pii/mask.ts'
 import { Vault, keyringProvider } from '../src/pii/vault.ts'
+import { prepareDatabase } from '../src/prepare.ts'
 import type { Services } from '../src/services.ts'
 
 /** Set: tests run against that PostgreSQL server, each file in a database of its own. Unset: PGlite. */
@@ -128,8 +128,7 @@ export interface TestServices extends Services {
 export async function testServices(t: TestContext, queue: LoginQueue, options: { keys?: TestKeys; db?: TestDatabase; apiKeys?: string } = {}): Promise<TestServices> {
   const db = options.db ?? (await testDatabase(t))
   const keys = options.keys ?? testKeys()
-  await migrate(db.sql)
-  await verifyKeyFingerprints(db.sql, keys)
+  await prepareDatabase(db.sql, keys)
   const masker = new Masker(keys.mask)
   const vault = new Vault(db.sql, keyringProvider(keys.master))
   return {

@@ -1,4 +1,4 @@
-import type { Sql } from 'postgres'
+import type { Sql, TransactionSql } from 'postgres'
 
 export type AuditAction = 'pii.read' | 'pii.erase'
 
@@ -25,7 +25,7 @@ export interface AuditRecord {
 }
 
 /** Appends one entry. Callers that return PII await this first: no audit row, no PII. */
-export async function writeAudit(sql: Sql, entry: AuditEntry): Promise<void> {
+export async function writeAudit(sql: Sql | TransactionSql, entry: AuditEntry): Promise<void> {
   await sql`
     INSERT INTO audit_log (action, key_name, target, reason, status, outcome, request_id)
     VALUES (${entry.action}, ${entry.keyName}, ${entry.target?.slice(0, 128) ?? null}, ${entry.reason?.slice(0, 500) ?? null},

@@ -3,6 +3,7 @@ import type { Masker } from '../pii/mask.ts'
 import { loginAad, periodOf, rejectionAad, seal, type DataKey, type KeyScope, type Vault } from '../pii/vault.ts'
 import { encodeAppVersion } from './app-version.ts'
 import { isDataError, refusalReason } from './errors.ts'
+import { lockMaskKeyStateShared } from '../pii/mask-keys.ts'
 import { parseLoginMessage } from './message.ts'
 
 /** One message as received from the queue. */
@@ -27,12 +28,21 @@ export interface LoginRow {
   create_date: string
   sent_at: Date
   mask_key_id: string
+  /** masks under the next key while a mask key rotation runs; null otherwise */
+  next_masked_ip: string | null
+  next_masked_device_id: string | null
+  next_mask_key_id: string | null
 }
+
+/** A row before masking: masks are computed inside the storing transaction, under the key state it reads. */
+type UnmaskedRow = Omit<LoginRow, 'masked_ip' | 'masked_device_id' | 'mask_key_id' | 'next_masked_ip' | 'next_masked_device_id' | 'next_mask_key_id'>
 
 interface SealedLogin {
   kind: 'login'
   message: QueueMessage
-  row: LoginRow
+  row: UnmaskedRow
+  /** the originals, in memory only, to be masked inside the transaction */
+  pii: { ip: string; device_id: string }
   dataKey: DataKey
   ciphertext: Buffer
 }
@@ -64,6 +74,7 @@ export interface BatchOutcome extends StoreCounts {
 const LOGIN_COLUMNS = [
   'message_id', 'user_id', 'device_type', 'masked_ip', 'masked_device_id', 'locale',
   'app_version', 'app_version_text', 'create_date', 'sent_at', 'mask_key_id',
+  'next_masked_ip', 'next_masked_device_id', 'next_mask_key_id',
 ] as const
 
 /** Subject of the data key for a rejected body: its user when one can be read, so erasure covers it too. */
@@ -121,18 +132,16 @@ export class LoginPipeline {
         message,
         dataKey,
         ciphertext: seal(dataKey.key, originals, loginAad(message.messageId)),
+        pii: { ip: login.ip, device_id: login.device_id },
         row: {
           message_id: message.messageId,
           user_id: login.user_id,
           device_type: login.device_type,
-          masked_ip: this.masker.maskIp(login.ip),
-          masked_device_id: this.masker.maskDeviceId(login.device_id),
           locale: login.locale ?? null,
           app_version: encodeAppVersion(login.app_version),
           app_version_text: login.app_version,
           create_date: message.sentAt.toISOString().slice(0, 10),
           sent_at: message.sentAt,
-          mask_key_id: this.masker.keyId,
         },
       }
     })
@@ -181,8 +190,18 @@ export class LoginPipeline {
     let inserted = 0
     let rejected = 0
     if (logins.length > 0) {
+      const keys = await lockMaskKeyStateShared(tx)
+      const rows = logins.map((l): LoginRow => ({
+        ...l.row,
+        masked_ip: this.masker.maskIp(l.pii.ip, keys.current),
+        masked_device_id: this.masker.maskDeviceId(l.pii.device_id, keys.current),
+        mask_key_id: keys.current,
+        next_masked_ip: keys.next === null ? null : this.masker.maskIp(l.pii.ip, keys.next),
+        next_masked_device_id: keys.next === null ? null : this.masker.maskDeviceId(l.pii.device_id, keys.next),
+        next_mask_key_id: keys.next,
+      }))
       const created = await tx<{ id: string; message_id: string }[]>`
-        INSERT INTO user_logins ${tx(logins.map((l) => l.row), ...LOGIN_COLUMNS)}
+        INSERT INTO user_logins ${tx(rows, ...LOGIN_COLUMNS)}
         ON CONFLICT (message_id) DO NOTHING
         RETURNING id::text AS id, message_id`
       inserted = created.length

@@ -109,12 +109,36 @@ export class Vault {
   /** Decrypts with the data key row `dataKeyId`; returns null when that key was destroyed (erased or expired). */
   async open(dataKeyId: string | null, sealed: Buffer, aad: string): Promise<Buffer | null> {
     if (dataKeyId === null) return null
-    const [row] = await this.sql<{ subject: string; period: string; master_key_id: string; wrapped_key: Buffer }[]>`
-      SELECT subject, to_char(period, 'YYYY-MM-DD') AS period, master_key_id, wrapped_key
-      FROM pii_data_keys WHERE id = ${dataKeyId}`
-    if (row === undefined) return null
-    const key = this.master.unwrap(row.master_key_id, row.wrapped_key, wrapAad(row))
-    return open(key, sealed, aad)
+    const key = (await this.unwrapDataKeys([dataKeyId])).get(dataKeyId)
+    return key === undefined ? null : open(key, sealed, aad)
+  }
+
+  /** The plaintext data keys of these rows, in one query; destroyed ones are simply absent. */
+  async unwrapDataKeys(ids: readonly string[]): Promise<Map<string, Buffer>> {
+    if (ids.length === 0) return new Map()
+    const rows = await this.sql<{ id: string; subject: string; period: string; master_key_id: string; wrapped_key: Buffer }[]>`
+      SELECT id::text AS id, subject, to_char(period, 'YYYY-MM-DD') AS period, master_key_id, wrapped_key
+      FROM pii_data_keys WHERE id = ANY(${this.sql.array([...new Set(ids)])}::bigint[])`
+    return new Map(rows.map((row) => [row.id, this.master.unwrap(row.master_key_id, row.wrapped_key, wrapAad(row))]))
+  }
+
+  /**
+   * Re-wraps up to `limit` data keys that another master key wraps under the active one, and
+   * returns how many it did. Ciphertexts stay as they are: with envelope encryption, moving the
+   * data keys to the new master key is what moves the originals to it.
+   */
+  async rewrapDataKeys(limit: number): Promise<number> {
+    return this.sql.begin(async (tx) => {
+      const rows = await tx<{ id: string; subject: string; period: string; master_key_id: string; wrapped_key: Buffer }[]>`
+        SELECT id::text AS id, subject, to_char(period, 'YYYY-MM-DD') AS period, master_key_id, wrapped_key
+        FROM pii_data_keys WHERE master_key_id <> ${this.master.activeKeyId}
+        ORDER BY pii_data_keys.id LIMIT ${limit} FOR UPDATE SKIP LOCKED`
+      for (const row of rows) {
+        const { keyId, wrapped } = this.master.wrap(this.master.unwrap(row.master_key_id, row.wrapped_key, wrapAad(row)), wrapAad(row))
+        await tx`UPDATE pii_data_keys SET master_key_id = ${keyId}, wrapped_key = ${wrapped} WHERE id = ${row.id}`
+      }
+      return rows.length
+    })
   }
 
   private async load(scopes: readonly KeyScope[]): Promise<Map<string, DataKey>> {

@@ -92,6 +92,23 @@ export default fp(
       },
     })
 
+    new Gauge({
+      name: 'login_ingest_mask_rotation_rows',
+      help: 'progress of a running mask key rotation: rows re-masked, and rows kept as they were for lack of originals (0 when none runs)',
+      labelNames: ['result'] as const,
+      registers: [registry],
+      async collect() {
+        const rows = await Promise.race([
+          app.services.sql<{ value: { remasked: number; withoutOriginals: number } }[]>`
+            SELECT value FROM service_state WHERE name = 'mask-rotation-progress'`.catch(() => null),
+          new Promise<null>((resolve) => setTimeout(resolve, 1000, null).unref()),
+        ])
+        if (rows === null) return
+        this.set({ result: 'remasked' }, rows[0]?.value.remasked ?? 0)
+        this.set({ result: 'without_originals' }, rows[0]?.value.withoutOriginals ?? 0)
+      },
+    })
+
     const http = new Histogram({
       name: 'http_request_duration_seconds',
       help: 'HTTP request duration by route template',

@@ -1,6 +1,8 @@
 import type { FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
+import { describeError } from '../ingest/errors.ts'
 import { IngestWorker, type WorkerOptions } from '../ingest/worker.ts'
+import { applyRetention } from '../pii/erasure.ts'
 import type { Services } from '../services.ts'
 
 declare module 'fastify' {
@@ -14,12 +16,32 @@ declare module 'fastify' {
  * on close, stops polling and finishes the batches in flight before the pool is ended.
  */
 export default fp(
-  async function workerPlugin(app: FastifyInstance, options: { services: Services; enabled: boolean; worker: WorkerOptions }) {
+  async function workerPlugin(
+    app: FastifyInstance,
+    options: { services: Services; enabled: boolean; worker: WorkerOptions; retentionDays: number | undefined },
+  ) {
     const { services } = options
     const worker = new IngestWorker(services.queue, services.pipeline, services.sql, app.log.child({ component: 'worker' }), options.worker)
     app.decorate('worker', worker)
     if (options.enabled) app.addHook('onReady', async () => worker.start())
     app.addHook('preClose', async () => worker.stop())
+
+    const days = options.retentionDays
+    if (options.enabled && days !== undefined) {
+      // Retention runs beside the worker, hourly; it is idempotent, so replicas may overlap.
+      const log = app.log.child({ component: 'retention' })
+      const run = () => {
+        applyRetention(services.sql, { days, dryRun: false })
+          .then((report) => { if (report.data_keys > 0) log.info(report, 'retention: expired originals destroyed') })
+          .catch((error: unknown) => log.warn({ err: describeError(error) }, 'retention run failed; will retry'))
+      }
+      let timer: NodeJS.Timeout | undefined
+      app.addHook('onReady', async () => {
+        run()
+        timer = setInterval(run, 3_600_000).unref()
+      })
+      app.addHook('preClose', async () => clearInterval(timer))
+    }
   },
   { name: 'worker' },
 )
