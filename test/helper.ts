@@ -154,12 +154,12 @@ export function testConfig(env: Record<string, string> = {}): Config {
 /** The real app on the test's services, closed after the test. */
 export async function build(
   t: TestContext,
-  options: { env?: Record<string, string>; services?: TestServices; visibilityTimeoutSeconds?: number } = {},
+  options: { env?: Record<string, string>; services?: TestServices; visibilityTimeoutSeconds?: number; keys?: TestKeys } = {},
 ): Promise<{ app: FastifyInstance; services: TestServices; logs: CapturedLogs; tokens: Record<Scope | 'all', string>; queue: EmbeddedQueue & { queue: LoginQueue } }> {
   const config = testConfig(options.env)
   const api = testApiKeys()
   const queue = await testQueue(t, options.visibilityTimeoutSeconds === undefined ? {} : { visibilityTimeoutSeconds: options.visibilityTimeoutSeconds })
-  const services = options.services ?? (await testServices(t, queue.queue, { apiKeys: api.API_KEYS }))
+  const services = options.services ?? (await testServices(t, queue.queue, { apiKeys: api.API_KEYS, ...(options.keys ? { keys: options.keys } : {}) }))
   const { logger, logs } = captureLogs(config)
   const app = await buildApp({ config, services, logger })
   t.after(() => app.close())
