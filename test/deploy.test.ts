@@ -82,6 +82,13 @@ async function scriptDefault(variable: string): Promise<string> {
   return match[1]
 }
 
+/** The bearer key README.md gives for the docker compose stack. */
+async function readmeDemoKey(): Promise<string> {
+  const key = /Authorization: Bearer (lik_[A-Za-z0-9_-]{20,})/.exec(await readFile(at('README.md'), 'utf8'))?.[1]
+  assert.ok(key, 'README.md must name the demo key of docker compose')
+  return key
+}
+
 describe('docker-compose.yml', () => {
   test('login-ingest sets only variables the service or the AWS SDK reads, and production accepts them as they are', async () => {
     const env = await loginIngestEnv()
@@ -149,9 +156,7 @@ describe('docker-compose.yml', () => {
   })
 
   test('the demo bearer key README.md names opens every scope of the compose API_KEYS', async () => {
-    const readme = await readFile(at('README.md'), 'utf8')
-    const key = /Authorization: Bearer (lik_[A-Za-z0-9_-]{20,})/.exec(readme)?.[1]
-    assert.ok(key, 'README.md must name the demo key of docker compose')
+    const key = await readmeDemoKey()
     const keys = parseApiKeys((await loginIngestEnv()).API_KEYS ?? '')
     const match = keys.find((k) => k.hash.equals(hashApiKey(key)))
     assert.ok(match, 'the README key must be in API_KEYS')
@@ -626,8 +631,7 @@ test('the compiled service, configured as docker compose configures it, ingests 
     alive()
     return (await get('/readyz'))?.status === 200
   }, 30_000, 'GET /readyz to answer 200')
-  const demoKey = /Authorization: Bearer (lik_[A-Za-z0-9_-]{20,})/.exec(await readFile(at('README.md'), 'utf8'))?.[1]
-  assert.ok(demoKey)
+  const demoKey = await readmeDemoKey()
   let rows = 0
   await waitFor(async () => {
     alive()
