@@ -27,6 +27,14 @@ if [ "${rows}" != "99" ]; then
   echo "expected 99 rows from /logins, got ${rows}"; cat "${log}"; exit 1
 fi
 echo "npm start: /logins serves ${rows} rows"
+# No raw ip or device_id of the samples may appear in anything the service printed.
+leaks="$(node -e '
+  const log = require("fs").readFileSync(process.argv[1], "utf8")
+  const samples = require("./fixtures/fetch-sample-logins.json")
+  const raw = samples.flatMap((s) => [s.ip, s.device_id]).filter(Boolean)
+  console.log(raw.filter((v) => log.includes(v)).length)' "${log}")"
+if [ "${leaks}" != "0" ]; then echo "${leaks} raw sample values appear in the service output"; exit 1; fi
+echo "npm start: no raw ip or device_id in the service output"
 kill -TERM "${pid}"
 status=0
 wait "${pid}" || status=$?
