@@ -10,14 +10,8 @@ export interface DrainLimits {
   maxSeconds: number
 }
 
-export interface DrainReport {
-  received: number
-  inserted: number
-  duplicates: number
-  rejected: number
-  deleted: number
-  deleteFailures: number
-  durationMs: number
+/** The worker's batch counts, summed over the drain, and what ended it. */
+export interface DrainReport extends BatchReport {
   stoppedBy: 'empty' | 'maxMessages' | 'maxSeconds'
 }
 
