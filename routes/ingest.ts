@@ -11,7 +11,7 @@ const DrainReport = Type.Object({
   deleted: Type.Integer({ description: 'messages deleted from the queue after their commit' }),
   deleteFailures: Type.Integer({ description: 'stored messages SQS did not delete; they come back as duplicates' }),
   durationMs: Type.Integer(),
-  stoppedBy: Type.Union([Type.Literal('empty'), Type.Literal('maxMessages'), Type.Literal('maxSeconds')]),
+  stoppedBy: Type.Union([Type.Literal('empty'), Type.Literal('maxMessages'), Type.Literal('maxSeconds'), Type.Literal('shutdown')]),
 })
 
 const ingest: FastifyPluginAsyncTypebox = async (app) => {
@@ -30,6 +30,8 @@ const ingest: FastifyPluginAsyncTypebox = async (app) => {
         'One drain runs at a time across all replicas (a lease in the database): a second call gets 409. ' +
         'Works with the background worker on or off. A failing database or queue answers 503; what was stored before stays stored.',
       security: [{ bearer: [] }],
+      // no query parameters: an unknown one is refused like everywhere else
+      querystring: Type.Object({}, { additionalProperties: false }),
       body: Type.Object(
         {
           maxMessages: Type.Integer({ minimum: 1, maximum: 1_000_000, default: 10_000, description: 'stop after this many messages' }),
@@ -50,6 +52,7 @@ const ingest: FastifyPluginAsyncTypebox = async (app) => {
           visibilityTimeoutSeconds: app.workerOptions.visibilityTimeoutSeconds,
         },
         request.body,
+        app.closing,
       )
     } catch (error) {
       if (error instanceof DrainBusyError) return reply.code(409).send({ statusCode: 409, error: 'Conflict', message: error.message })

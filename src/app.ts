@@ -28,6 +28,8 @@ declare module 'fastify' {
     services: Services
     cursors: CursorCodec
     workerOptions: WorkerOptions
+    /** aborted when the app starts closing, so long requests (POST /ingest) wind down */
+    closing: AbortSignal
     /** per-key rate limit of the API routes (health, readiness, metrics and docs have none) */
     apiRateLimit: { max: number; timeWindow: number }
   }
@@ -87,6 +89,10 @@ export async function buildApp({ config, services, logger }: BuildOptions): Prom
       : { logger: logger ?? loggerOptions(config) }),
     genReqId: () => crypto.randomUUID(),
     requestIdHeader: false,
+    // User ids may be 128 characters (as ingestion and the column allow), longer when encoded:
+    // the default 100 made DELETE /users/{user_id}/pii answer 414, unaudited, for valid ids.
+    // Longer ids reach the route schema and get an audited 400.
+    routerOptions: { maxParamLength: 1000 },
     // Refuse unknown query parameters and body fields instead of silently dropping them.
     ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', useDefaults: true, allErrors: false } },
   }).withTypeProvider<TypeBoxTypeProvider>()
@@ -99,6 +105,9 @@ export async function buildApp({ config, services, logger }: BuildOptions): Prom
   app.decorate('services', services)
   app.decorate('cursors', services.cursors)
   app.decorate('workerOptions', workerOptions)
+  const closing = new AbortController()
+  app.decorate('closing', closing.signal)
+  app.addHook('preClose', async () => closing.abort())
   app.decorate('apiRateLimit', { max: config.RATE_LIMIT_PER_MINUTE, timeWindow: 60_000 })
   app.addSchema(ErrorResponse)
   app.addSchema(Login)
@@ -175,6 +184,7 @@ export async function buildApp({ config, services, logger }: BuildOptions): Prom
       ],
     },
     refResolver: { buildLocalReference: (json, _baseUri, _fragment, i) => (typeof json.$id === 'string' ? json.$id : `def-${i}`) },
+    transformObject: (document) => ('openapiObject' in document ? optionalDefaults(document.openapiObject) : document.swaggerObject),
   })
   await app.register(swaggerUi, { routePrefix: '/docs', staticCSP: false })
   await app.register(authPlugin, { keys: services.apiKeys })
@@ -189,4 +199,34 @@ function httpName(status: number): string {
     400: 'Bad Request', 404: 'Not Found', 405: 'Method Not Allowed', 413: 'Payload Too Large', 415: 'Unsupported Media Type',
     429: 'Too Many Requests',
   }[status] ?? 'Error'
+}
+
+interface DocumentedOperation {
+  parameters?: { required?: boolean; schema?: { default?: unknown } }[]
+  requestBody?: { required?: boolean; content?: Record<string, { schema?: { required?: string[]; properties?: Record<string, { default?: unknown }> } }> }
+}
+
+/**
+ * A parameter or body field with a default may be left out (the validator fills it in), but
+ * TypeBox lists it as required and the document would tell clients to send it: mark it optional,
+ * and a body whose every field has a default optional too. Copies, never edits, the route schemas.
+ */
+function optionalDefaults<T>(document: T): T {
+  const paths = (document as { paths?: Record<string, Record<string, DocumentedOperation>> }).paths ?? {}
+  for (const operation of Object.values(paths).flatMap((methods) => Object.values(methods))) {
+    if (operation.parameters) {
+      operation.parameters = operation.parameters.map((p) => (p.schema?.default === undefined ? p : { ...p, required: false }))
+    }
+    const json = operation.requestBody?.content?.['application/json']
+    const schema = json?.schema
+    if (operation.requestBody && json && schema?.required) {
+      const required = schema.required.filter((name) => schema.properties?.[name]?.default === undefined)
+      json.schema = { ...schema, required }
+      if (required.length === 0) {
+        delete json.schema.required
+        operation.requestBody = { ...operation.requestBody, required: false }
+      }
+    }
+  }
+  return document
 }

@@ -12,7 +12,7 @@ export interface DrainLimits {
 
 /** The worker's batch counts, summed over the drain, and what ended it. */
 export interface DrainReport extends BatchReport {
-  stoppedBy: 'empty' | 'maxMessages' | 'maxSeconds'
+  stoppedBy: 'empty' | 'maxMessages' | 'maxSeconds' | 'shutdown'
 }
 
 /** Another drain holds the lease (on this replica or another). */
@@ -63,6 +63,8 @@ async function releaseLease(sql: Sql, owner: string): Promise<void> {
 export async function drainQueue(
   deps: { sql: Sql; queue: LoginQueue; worker: IngestWorker; concurrency: number; visibilityTimeoutSeconds: number },
   limits: DrainLimits,
+  /** aborted when the service shuts down: no new receive, batches in hand still finish */
+  signal?: AbortSignal,
 ): Promise<DrainReport> {
   const owner = randomUUID()
   let leased: boolean
@@ -92,6 +94,10 @@ export async function drainQueue(
 
   const loop = async (): Promise<void> => {
     while (stop === null && failure === null) {
+      if (signal?.aborted === true) {
+        stop = 'shutdown'
+        return
+      }
       if (Date.now() >= deadline) {
         stop = 'maxSeconds'
         return
