@@ -23,8 +23,11 @@ export async function migrate(sql: Sql, migrations?: Migration[]): Promise<strin
   const all = migrations ?? (await loadMigrations())
   return sql.begin(async (tx) => {
     await tx`SELECT pg_advisory_xact_lock(hashtext('login-ingest:migrations'))`
-    await tx`CREATE TABLE IF NOT EXISTS schema_migrations (
-      version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())`
+    // Created only when missing, so a service role without CREATE can start on a migrated database.
+    const [{ exists } = { exists: false }] = await tx<{ exists: boolean }[]>`SELECT to_regclass('schema_migrations') IS NOT NULL AS exists`
+    if (!exists) {
+      await tx`CREATE TABLE schema_migrations (version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())`
+    }
     const done = new Set((await tx<{ version: string }[]>`SELECT version FROM schema_migrations`).map((r) => r.version))
     const applied: string[] = []
     for (const migration of all) {
