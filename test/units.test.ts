@@ -322,8 +322,11 @@ describe('API keys', () => {
       [`ops:logins:read:${token}`, /entry 1 \(ops\) must end with the 64-hex-digit SHA-256/],
       [`ops:${hash}`, /entry 1 must look like/],
       [`bad name:logins:read:${hash}`, /entry 1 has a name/],
-      [`ops:logins:write:${hash}`, /entry 1 \(ops\) has unknown scope logins:write/],
+      [`ops:logins:write:${hash}`, /entry 1 \(ops\) has an unknown scope logins:write/],
       [`ops::${hash}`, /entry 1 \(ops\) has no scope/],
+      [`ops:${token}:${hash}`, /entry 1 holds a key itself/],
+      [`${token}::${hash}`, /entry 1 holds a key itself/],
+      [`ops:logins:read,${token}:${hash}`, /entry 1 holds a key itself/],
       [`ops:logins:read:${hash};ops:pii:read:${hash}`, /name ops is used twice/],
       [`ops:logins:read:${hash.slice(1)}`, /must end with the 64-hex-digit/],
     ]
