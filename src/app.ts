@@ -140,11 +140,18 @@ export async function buildApp({ config, services, logger }: BuildOptions): Prom
     })
   })
 
-  // PostgreSQL text cannot hold NUL: a query value with one would fail inside the query as a 500.
-  app.addHook('preValidation', async (request, reply) => {
-    for (const [name, value] of Object.entries((request.query ?? {}) as Record<string, unknown>)) {
-      if ([value].flat().some((v) => typeof v === 'string' && v.includes('\u0000'))) {
-        return reply.code(400).send({ statusCode: 400, error: 'Bad Request', message: `querystring/${name.slice(0, 64)} must not contain NUL characters` })
+  // Validated inputs the database would still refuse, answered as 400 instead of failing in a query
+  // as a 500: PostgreSQL text cannot hold NUL, and Ajv's type coercion turns "Infinity" or "1e400"
+  // into an infinite number that passes the integer, minimum and maximum checks.
+  app.addHook('preHandler', async (request, reply) => {
+    for (const [where, values] of [['querystring', request.query], ['params', request.params]] as const) {
+      for (const [name, value] of Object.entries((values ?? {}) as Record<string, unknown>)) {
+        const problem = [value].flat().some((v) => typeof v === 'string' && v.includes('\u0000'))
+          ? 'must not contain NUL characters'
+          : typeof value === 'number' && !Number.isFinite(value) ? 'must be a finite number' : null
+        if (problem !== null) {
+          return reply.code(400).send({ statusCode: 400, error: 'Bad Request', message: `${where}/${name.slice(0, 64)} ${problem}` })
+        }
       }
     }
   })

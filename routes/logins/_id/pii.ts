@@ -25,6 +25,8 @@ const pii: FastifyPluginAsyncTypebox = async (app) => {
         'no PII is returned (503). 404: no such row, or a row that predates the service and has no stored originals. ' +
         '410: the originals were erased or expired. Never cached.',
       security: [{ bearer: [] }],
+      // no query parameters: an unknown one is refused like everywhere else
+      querystring: Type.Object({}, { additionalProperties: false }),
       params: Type.Object({ id: Type.String({ pattern: '^[1-9][0-9]{0,18}$', description: 'row id', examples: ['1'] }) }),
       headers: Type.Object({
         [REASON_HEADER]: Type.String({ minLength: 5, maxLength: 500, description: 'why the originals are needed', examples: ['SEC-1234 fraud review'] }),
