@@ -44,12 +44,12 @@ const audit: FastifyPluginAsyncTypebox = async (app) => {
       if (id === null) return reply.code(400).send(badRequest('querystring/cursor is not a cursor this API issued for /audit'))
       before = id
     }
-    const page = await listAudit(app.services.sql, {
+    const page = await app.dbRead(listAudit(app.services.sql, {
       limit,
       ...(before === undefined ? {} : { before }),
       ...(action === undefined ? {} : { action }),
       ...(key_name === undefined ? {} : { keyName: key_name }),
-    })
+    }))
     return { items: page.items, next: page.lastId === null ? null : app.cursors.encode('audit', [page.lastId]) }
   })
 }

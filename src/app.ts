@@ -13,6 +13,7 @@ import logins from '../routes/logins/index.ts'
 import readyz from '../routes/readyz.ts'
 import erase from '../routes/users/_user_id/pii.ts'
 import type { Config } from './config.ts'
+import { withDeadline } from './db/deadline.ts'
 import { describeError, isUnavailableError } from './ingest/errors.ts'
 import type { WorkerOptions } from './ingest/worker.ts'
 import type { CursorCodec } from './logins/cursor.ts'
@@ -28,6 +29,8 @@ declare module 'fastify' {
     services: Services
     cursors: CursorCodec
     workerOptions: WorkerOptions
+    /** bounds a database read of an API route (503 when the database does not answer in time) */
+    dbRead<T>(work: Promise<T>): Promise<T>
     /** aborted when the app starts closing, so long requests (POST /ingest) wind down */
     closing: AbortSignal
     /** per-key rate limit of the API routes (health, readiness, metrics and docs have none) */
@@ -105,6 +108,7 @@ export async function buildApp({ config, services, logger }: BuildOptions): Prom
   app.decorate('services', services)
   app.decorate('cursors', services.cursors)
   app.decorate('workerOptions', workerOptions)
+  app.decorate('dbRead', <T>(work: Promise<T>) => withDeadline(work, config.API_DATABASE_TIMEOUT_MS))
   const closing = new AbortController()
   app.decorate('closing', closing.signal)
   app.addHook('preClose', async () => closing.abort())

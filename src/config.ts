@@ -14,6 +14,7 @@ export const EnvSchema = Type.Object({
   DATABASE_URL: Type.Optional(Type.String({ pattern: '^postgres(ql)?://', description: 'a postgres:// URL' })),
   DATABASE_POOL_MAX: Type.Integer({ minimum: 1, maximum: 100, default: 10 }),
   DATABASE_STATEMENT_TIMEOUT_MS: Type.Integer({ minimum: 0, maximum: 3_600_000, default: 30_000 }),
+  API_DATABASE_TIMEOUT_MS: Type.Integer({ minimum: 100, maximum: 600_000, default: 10_000 }),
 
   SQS_QUEUE_URL: Type.Optional(Type.String({ pattern: '^https?://', description: 'an http(s):// queue URL' })),
   SQS_DLQ_URL: Type.Optional(Type.String({ pattern: '^https?://', description: 'an http(s):// queue URL' })),
@@ -70,6 +71,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   for (const name of Object.keys(EnvSchema.properties)) {
     const value = env[name]
     if (value !== undefined && value.trim() !== '') raw[name] = value.trim()
+  }
+  // TypeBox converts '1.5', '1e3' or '0x10' to integers (truncating); a config value must be
+  // written as plain decimal digits instead.
+  for (const [name, value] of Object.entries(raw)) {
+    const schema = (EnvSchema.properties as unknown as Record<string, Record<string, unknown>>)[name]
+    if (schema?.type === 'integer' && !/^\d+$/.test(value)) throw new ConfigError(name, describeSchemaProblem(name, 'type', ''))
   }
   const converted = Value.Convert(EnvSchema, Value.Default(EnvSchema, raw))
   for (const error of Value.Errors(EnvSchema, converted)) {

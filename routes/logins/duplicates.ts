@@ -45,7 +45,7 @@ const duplicates: FastifyPluginAsyncTypebox = async (app) => {
       }
       after = { count, field: cursorField as DuplicateField, masked_value: maskedValue }
     }
-    const rows = await listDuplicates(app.services.sql, { fields, minCount: min_count, limit, ...(after ? { after } : {}) })
+    const rows = await app.dbRead(listDuplicates(app.services.sql, { fields, minCount: min_count, limit, ...(after ? { after } : {}) }))
     const items = rows.slice(0, limit)
     const last = items.at(-1)
     const next = rows.length > limit && last ? app.cursors.encode('duplicates', [last.count, last.field, last.masked_value]) : null

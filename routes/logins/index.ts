@@ -55,7 +55,7 @@ const logins: FastifyPluginAsyncTypebox = async (app) => {
       if (encoded === null) return reply.code(400).send(badRequest(`querystring/${name} must be a dotted version such as 2.3.0 (parts 0-999)`))
       versions[name] = encoded
     }
-    const page = await listLogins(app.services.sql, { limit, ...filters, ...versions, ...(before === undefined ? {} : { before }) })
+    const page = await app.dbRead(listLogins(app.services.sql, { limit, ...filters, ...versions, ...(before === undefined ? {} : { before }) }))
     return { items: page.items, next: page.lastId === null ? null : app.cursors.encode('logins', [page.lastId]) }
   })
 }

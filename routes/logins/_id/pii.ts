@@ -42,7 +42,7 @@ const pii: FastifyPluginAsyncTypebox = async (app) => {
     reply.header('cache-control', 'no-store')
     const id = parseId(request.params.id)
     if (id === null) return reply.code(400).send(badRequest('params/id must be a row id between 1 and 2^63-1'))
-    const found = await readOriginals(app.services.sql, app.services.vault, id)
+    const found = await app.dbRead(readOriginals(app.services.sql, app.services.vault, id))
     const status = found.status === 'found' ? 200 : found.status === 'erased' ? 410 : 404
     try {
       await auditSuccess(app.services.sql, request, status, AUDIT)
