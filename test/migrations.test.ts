@@ -1,0 +1,146 @@
+import assert from 'node:assert/strict'
+import { spawn } from 'node:child_process'
+import { fileURLToPath } from 'node:url'
+import { test } from 'node:test'
+import type { Sql } from 'postgres'
+import { createSql } from '../src/db/sql.ts'
+import { loadMigrations, migrate } from '../src/db/migrate.ts'
+import { LoginPipeline, type QueueMessage } from '../src/ingest/pipeline.ts'
+import { Masker } from '../src/pii/mask.ts'
+import { Vault, keyringProvider } from '../src/pii/vault.ts'
+import { prepareDatabase } from '../src/prepare.ts'
+import { needsServer, testDatabase, testKeys } from './helper.ts'
+import { testLogins } from './messages.ts'
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url))
+const versions = (await loadMigrations()).map((m) => m.version)
+
+/** The exercise's pre-created table, exactly as SPEC.md gives it. */
+const EXERCISE_DDL = `CREATE TABLE user_logins(user_id varchar(128), device_type varchar(32), masked_ip varchar(256),
+  masked_device_id varchar(256), locale varchar(32), app_version integer, create_date date)`
+
+const OLD_ROWS = [
+  { user_id: '424cdd21-063a-43a7-b91b-7ca1a833afae', device_type: 'android', masked_ip: 'old-mask-ip-1', masked_device_id: 'old-mask-dev-1', locale: 'RU', app_version: 230, create_date: '2020-07-20' },
+  { user_id: 'c0173198-76a8-4e67-bfc2-74eaa3bbff57', device_type: 'ios', masked_ip: 'old-mask-ip-2', masked_device_id: 'old-mask-dev-2', locale: null, app_version: null, create_date: '2021-01-02' },
+  { user_id: 'x', device_type: null, masked_ip: null, masked_device_id: null, locale: null, app_version: 2, create_date: null },
+]
+
+async function appliedVersions(sql: Sql): Promise<string[]> {
+  return (await sql<{ version: string }[]>`SELECT version FROM schema_migrations ORDER BY version`).map((r) => r.version)
+}
+
+/** Columns and constraints of the public schema, to compare before and after a migration run. */
+async function schemaShape(sql: Sql): Promise<string[]> {
+  const columns = await sql<{ d: string }[]>`
+    SELECT table_name || '.' || column_name || ' ' || data_type || coalesce('(' || character_maximum_length || ')', '') AS d
+    FROM information_schema.columns WHERE table_schema = 'public' ORDER BY 1`
+  const constraints = await sql<{ d: string }[]>`
+    SELECT conrelid::regclass::text || ' ' || conname AS d FROM pg_constraint
+    WHERE connamespace = 'public'::regnamespace ORDER BY 1`
+  const indexes = await sql<{ d: string }[]>`SELECT indexname AS d FROM pg_indexes WHERE schemaname = 'public' ORDER BY 1`
+  return [...columns, ...constraints, ...indexes].map((r) => r.d)
+}
+
+function queueMessage(id: string, body: string): QueueMessage {
+  return { messageId: id, receiptHandle: `rh-${id}`, body, sentAt: new Date('2024-05-06T07:08:09Z'), receiveCount: 1 }
+}
+
+test('migrations succeed on the exercise\'s user_logins table with rows: old rows keep their values, get ids, and new rows go in', async (t) => {
+  const db = await testDatabase(t)
+  await db.sql.unsafe(EXERCISE_DDL)
+  for (const row of OLD_ROWS) await db.sql`INSERT INTO user_logins ${db.sql(row)}`
+
+  assert.deepEqual(await migrate(db.sql), versions, 'every migration applies')
+  assert.deepEqual(await appliedVersions(db.sql), versions)
+
+  const old = await db.sql<(typeof OLD_ROWS[number] & { id: string; message_id: string | null })[]>`
+    SELECT id::text, message_id, user_id, device_type, masked_ip, masked_device_id, locale, app_version,
+           to_char(create_date, 'YYYY-MM-DD') AS create_date
+    FROM user_logins ORDER BY id`
+  assert.equal(old.length, OLD_ROWS.length, 'no row lost')
+  assert.deepEqual(old.map(({ id: _id, message_id: _m, ...rest }) => rest), OLD_ROWS, 'the old rows keep their values')
+  assert.ok(old.every((r) => r.id !== null), 'every old row got an id')
+  assert.equal(new Set(old.map((r) => r.id)).size, OLD_ROWS.length, 'the ids are distinct')
+  assert.ok(old.every((r) => r.message_id === null), 'old rows have no SQS message id')
+
+  // The exercise's columns keep their names and types.
+  const columns = await db.sql<{ column_name: string; data_type: string; len: number | null }[]>`
+    SELECT column_name, data_type, character_maximum_length AS len FROM information_schema.columns
+    WHERE table_name = 'user_logins' AND column_name IN ('user_id', 'device_type', 'masked_ip', 'masked_device_id', 'locale', 'app_version', 'create_date')
+    ORDER BY column_name`
+  assert.deepEqual(columns.map((c) => `${c.column_name} ${c.data_type}${c.len === null ? '' : `(${c.len})`}`), [
+    'app_version integer', 'create_date date', 'device_type character varying(32)', 'locale character varying(32)',
+    'masked_device_id character varying(256)', 'masked_ip character varying(256)', 'user_id character varying(128)',
+  ])
+
+  // The service then starts on this database and ingests into the same table.
+  const keys = testKeys()
+  await prepareDatabase(db.sql, keys)
+  const masker = new Masker(keys.mask)
+  const pipeline = new LoginPipeline(db.sql, masker, new Vault(db.sql, keyringProvider(keys.master)))
+  const batch = testLogins(3).map((l, i) => queueMessage(`m-${i}`, l.body))
+  const first = await pipeline.process(batch)
+  assert.equal(first.inserted, 3)
+  const again = await pipeline.process(batch)
+  assert.deepEqual({ inserted: again.inserted, duplicates: again.duplicates }, { inserted: 0, duplicates: 3 }, 'the message id is unique')
+
+  const all = await db.sql<{ id: string; message_id: string | null }[]>`SELECT id::text, message_id FROM user_logins ORDER BY id`
+  assert.equal(all.length, OLD_ROWS.length + 3)
+  assert.equal(new Set(all.map((r) => r.id)).size, all.length, 'new rows do not reuse the ids of the old ones')
+  assert.deepEqual(all.filter((r) => r.message_id !== null).map((r) => r.message_id).sort(), ['m-0', 'm-1', 'm-2'])
+  const [vault] = await db.sql<{ n: number }[]>`SELECT count(*)::int AS n FROM pii_vault`
+  assert.equal(vault?.n, 3, 'only the new rows have originals')
+})
+
+test('migrations succeed on the exercise\'s table without rows', async (t) => {
+  const db = await testDatabase(t)
+  await db.sql.unsafe(EXERCISE_DDL)
+  assert.deepEqual(await migrate(db.sql), versions)
+  const [row] = await db.sql<{ n: number }[]>`SELECT count(*)::int AS n FROM user_logins`
+  assert.equal(row?.n, 0)
+})
+
+test('migrations run twice: the second run applies nothing and changes nothing', async (t) => {
+  const db = await testDatabase(t)
+  assert.deepEqual(await migrate(db.sql), versions)
+  const shape = await schemaShape(db.sql)
+  assert.ok(shape.length > 0)
+  assert.deepEqual(await migrate(db.sql), [], 'nothing left to apply')
+  assert.deepEqual(await migrate(db.sql), [])
+  assert.deepEqual(await appliedVersions(db.sql), versions, 'each version recorded once')
+  assert.deepEqual(await schemaShape(db.sql), shape, 'the schema is unchanged by the later runs')
+})
+
+test('two connections migrating one fresh database at once both succeed, and each version is applied once', { skip: needsServer }, async (t) => {
+  const db = await testDatabase(t)
+  const others = [0, 1, 2].map(() => createSql({ url: db.url, max: 1, statementTimeoutMs: 0 }))
+  t.after(() => Promise.all(others.map((sql) => sql.end({ timeout: 1 }))))
+  const results = await Promise.all(others.map((sql) => migrate(sql)))
+  assert.deepEqual(results.flat().sort(), [...versions].sort(), 'together they applied every version exactly once')
+  assert.equal(results.filter((r) => r.length > 0).length, 1, 'one of them did the work, the others found nothing left')
+  assert.deepEqual(await appliedVersions(db.sql), versions)
+})
+
+test('two processes running npm run migrate on one fresh database at once both succeed', { skip: needsServer }, async (t) => {
+  const db = await testDatabase(t)
+  const run = (): Promise<{ code: number | null; output: string }> =>
+    new Promise((resolve, reject) => {
+      const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/migrate.ts'], {
+        cwd: ROOT,
+        env: { PATH: process.env.PATH, AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true', DATABASE_URL: db.url, NODE_ENV: 'test' },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      })
+      t.after(() => child.kill('SIGKILL'))
+      let output = ''
+      child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString('utf8')))
+      child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString('utf8')))
+      child.on('error', reject)
+      child.on('exit', (code) => resolve({ code, output }))
+    })
+  const results = await Promise.all([run(), run()])
+  for (const { code, output } of results) assert.equal(code, 0, `migrate exited ${code}: ${output}`)
+  const outputs = results.map((r) => r.output).join('\n')
+  assert.equal((outputs.match(/migrations applied:/g) ?? []).length, 1, `one process applied the migrations:\n${outputs}`)
+  assert.match(outputs, /nothing to apply/)
+  assert.deepEqual(await appliedVersions(db.sql), versions)
+})
