@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
-import { mkdtemp } from 'node:fs/promises'
+import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { test, type TestContext } from 'node:test'
@@ -33,13 +33,15 @@ test('SIGTERM during ingestion: batches in flight finish, the exit is clean, not
   const db = await testDatabase(t)
   const queue = await testQueue(t, { visibilityTimeoutSeconds: 30 })
   const keys = testKeys()
+  const dataDir = await mkdtemp(join(tmpdir(), 'li-shutdown-'))
+  t.after(() => rm(dataDir, { recursive: true, force: true }))
   const logins = testLogins(1500)
   const sent = await sendMessages(queue.client, queue.queueUrl, logins.map((l) => l.body))
   const env = {
     NODE_ENV: 'test',
     PORT: '0',
     LOG_LEVEL: 'info',
-    DATA_DIR: await mkdtemp(join(tmpdir(), 'li-shutdown-')),
+    DATA_DIR: dataDir,
     DATABASE_URL: db.url,
     SQS_QUEUE_URL: queue.queueUrl,
     AWS_ENDPOINT_URL: queue.endpoint,
