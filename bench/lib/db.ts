@@ -1,0 +1,79 @@
+import { randomBytes } from 'node:crypto'
+import postgres, { type Sql } from 'postgres'
+import { createSql } from '../../src/db/sql.ts'
+import { cpuSeconds } from './proc.ts'
+
+export const DEFAULT_DATABASE_URL = 'postgres://postgres@127.0.0.1:5432/postgres'
+
+export interface BenchDatabase {
+  name: string
+  url: string
+  sql: Sql
+  drop(): Promise<void>
+}
+
+/** A database of the bench's own (`li_bench_<random>`), dropped at the end. */
+export async function createBenchDatabase(serverUrl: string): Promise<BenchDatabase> {
+  const name = `li_bench_${randomBytes(5).toString('hex')}`
+  const admin = postgres(serverUrl, { max: 1, onnotice: () => {} })
+  await admin.unsafe(`CREATE DATABASE ${name}`)
+  const url = new URL(serverUrl)
+  url.pathname = `/${name}`
+  const sql = createSql({ url: url.toString(), max: 10, statementTimeoutMs: 0, applicationName: 'login-ingest-bench' })
+  let dropped = false
+  return {
+    name,
+    url: url.toString(),
+    sql,
+    async drop() {
+      if (dropped) return
+      dropped = true
+      await sql.end({ timeout: 1 }).catch(() => {})
+      await admin.unsafe(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`)
+      await admin.end({ timeout: 1 })
+    },
+  }
+}
+
+/** Empties the tables ingestion writes; keeps the schema, the key registry and the mask key state. */
+export async function resetTables(sql: Sql): Promise<void> {
+  await sql`TRUNCATE user_logins, pii_vault, rejected_messages, pii_data_keys RESTART IDENTITY`
+}
+
+export async function storedCounts(sql: Sql): Promise<{ rows: number; rejected: number; vault: number }> {
+  const [row] = await sql<{ rows: number; rejected: number; vault: number }[]>`
+    SELECT (SELECT count(*) FROM user_logins)::int AS rows,
+           (SELECT count(*) FROM rejected_messages)::int AS rejected,
+           (SELECT count(*) FROM pii_vault)::int AS vault`
+  return row ?? { rows: 0, rejected: 0, vault: 0 }
+}
+
+export async function serverVersion(sql: Sql): Promise<string> {
+  const [row] = await sql<{ server_version: string }[]>`SHOW server_version`
+  return row?.server_version ?? 'unknown'
+}
+
+/**
+ * CPU seconds of the server processes (backends) connected to this database, by pid. A
+ * difference of two snapshots is the database's CPU for the work between them, as far as
+ * backends do it (the WAL writer and checkpointer are not counted).
+ */
+export async function backendCpu(sql: Sql, database: string, application: string): Promise<Map<number, number>> {
+  const rows = await sql<{ pid: number }[]>`
+    SELECT pid FROM pg_stat_activity WHERE datname = ${database} AND application_name = ${application}`
+  const out = new Map<number, number>()
+  for (const { pid } of rows) {
+    try {
+      out.set(pid, cpuSeconds(pid))
+    } catch {
+      // gone meanwhile, or not readable (another host): not counted
+    }
+  }
+  return out
+}
+
+export function cpuDelta(before: Map<number, number>, after: Map<number, number>): number {
+  let total = 0
+  for (const [pid, seconds] of after) total += seconds - (before.get(pid) ?? 0)
+  return total
+}

@@ -1,0 +1,92 @@
+import type { ApiResult } from './sections/api.ts'
+import type { DbPathResult } from './sections/dbpath.ts'
+import type { DrainResult, LoopResult } from './sections/ingest.ts'
+import type { MaskingResult } from './sections/masking.ts'
+
+export interface Report {
+  date: string
+  mode: 'quick' | 'full'
+  command: string
+  git: { commit: string; dirty: boolean }
+  machine: { cpus: number; cpuModel: string; memoryGiB: number; os: string; node: string; postgres: string; loadBefore: number[] }
+  settings: Record<string, unknown>
+  durationSeconds: number
+  sections: {
+    ingestion?: DrainResult
+    ceiling?: LoopResult & { ratio: number }
+    typical?: LoopResult & { rows: number; rejected: number; ratio: number }
+    databasePath?: DbPathResult
+    masking?: MaskingResult
+    api?: ApiResult
+    memory?: { small: { messages: number; peakRssMiB: number } | null; large: DrainResult | null }
+  }
+  targets: { name: string; target: string; value: string; met: boolean | null }[]
+}
+
+const n = (value: number, digits = 0): string => value.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits })
+const yes = (met: boolean | null): string => (met === null ? '–' : met ? 'yes' : '**no**')
+
+/** The report as Markdown tables: printed by the bench and pasted into the README. */
+export function markdown(report: Report): string {
+  const out: string[] = []
+  const s = report.sections
+  out.push(`Run of ${report.date.slice(0, 10)} (${report.mode}), commit ${report.git.commit.slice(0, 10)}${report.git.dirty ? ' (+ local changes)' : ''}: ` +
+    `${report.machine.cpus} cores (${report.machine.cpuModel}), Node.js ${report.machine.node}, PostgreSQL ${report.machine.postgres}, ` +
+    `load average before ${report.machine.loadBefore.map((l) => n(l, 2)).join(' / ')}.`)
+  out.push('')
+  out.push('| target | value | met |', '| --- | --- | --- |')
+  for (const t of report.targets) out.push(`| ${t.name}: ${t.target} | ${t.value} | ${yes(t.met)} |`)
+  out.push('')
+
+  if (s.ingestion || s.ceiling || s.typical) {
+    out.push('| ingestion (1–3) | messages | msg/s | consumer CPU µs/msg | emulator CPU µs/msg | PostgreSQL CPU µs/msg |', '| --- | ---: | ---: | ---: | ---: | ---: |')
+    const i = s.ingestion
+    if (i) out.push(`| 1. the service's worker, end to end | ${n(i.messages)} | **${n(i.perSecond)}** | ${n(i.serviceCpuUsPerMessage)} | ${n(i.emulatorCpuUsPerMessage)} | ${n(i.postgresCpuUsPerMessage)} |`)
+    const c = s.ceiling
+    if (c) out.push(`| 2. queue ceiling: receive 10 + batch delete, same pollers | ${n(c.messages)} | ${n(c.perSecond)} | ${n(c.cpuUsPerMessage)} | ${n(c.emulatorCpuUsPerMessage)} | – |`)
+    const t = s.typical
+    if (t) out.push(`| 3. typical: receive 1, insert 1, delete 1 | ${n(t.messages)} | ${n(t.perSecond)} | ${n(t.cpuUsPerMessage)} | ${n(t.emulatorCpuUsPerMessage)} | – |`)
+    out.push('')
+  }
+  const d = s.databasePath
+  if (d) {
+    out.push(`| database path (4), ${n(d.messages)} messages | rows/s |`, '| --- | ---: |')
+    out.push(`| LoginPipeline.process on pre-received batches of 10, ${d.concurrency} at a time (${n(d.pipeline.cpuUsPerMessage)} µs CPU/msg in Node.js) | ${n(d.pipeline.rowsPerSecond)} |`)
+    out.push(`| plain COPY of the same rows (user_logins + pii_vault, one transaction) | ${n(d.copy.rowsPerSecond)} |`)
+    out.push('')
+    const b = d.breakdown
+    out.push(`| one batch of 10, one at a time (${b.batches} batches) | ms |`, '| --- | ---: |')
+    for (const [label, value] of [
+      ['parse + validate', b.parseValidateMs], ['mask + encrypt', b.maskEncryptMs], ['SQL: data keys (before the transaction)', b.dataKeySqlMs],
+      ['SQL: lock, INSERTs (in the transaction)', b.transactionSqlMs], ['COMMIT', b.commitMs], ['SQS DeleteMessageBatch', b.deleteMs],
+      ['other (JavaScript around the calls)', b.otherMs], ['**total**', b.totalMs],
+    ] as const) out.push(`| ${label} | ${n(value, 3)} |`)
+    out.push('')
+  }
+  const m = s.masking
+  if (m) {
+    out.push('| masking cost (5), tinybench | µs mean | µs p50 | ± % |', '| --- | ---: | ---: | ---: |')
+    for (const [name, task] of Object.entries(m.tasks)) out.push(`| ${name} | ${n(task.meanUs, 2)} | ${n(task.p50Us, 2)} | ${n(task.rmePercent, 1)} |`)
+    out.push('')
+  }
+  const a = s.api
+  if (a) {
+    out.push(`| API (6), ${n(a.rows)} rows | conns | service req/s | bare req/s | ratio | service p50 / p99 ms | bare p50 / p99 ms | p99 ratio | server CPU µs/req, service / bare | indexes (EXPLAIN ANALYZE) |`,
+      '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |')
+    for (const sc of a.scenarios) {
+      const plan = `${sc.plan.indexes.join(', ') || 'none'}${sc.plan.seqScan ? ', **seq scan**' : ''}; ${n(sc.plan.executionMs, 1)} ms`
+      out.push(`| \`${sc.path}\` | ${sc.connections} | ${n(sc.service.requestsPerSecond)} | ${n(sc.bare.requestsPerSecond)} | ${n(sc.throughputRatio, 2)} | ` +
+        `${n(sc.service.p50Ms, 1)} / ${n(sc.service.p99Ms, 1)} | ${n(sc.bare.p50Ms, 1)} / ${n(sc.bare.p99Ms, 1)} | ${n(sc.p99Ratio, 2)} | ` +
+        `${n(sc.service.serverCpuUsPerRequest)} / ${n(sc.bare.serverCpuUsPerRequest)} | ${plan} |`)
+    }
+    out.push('')
+  }
+  const mem = s.memory
+  if (mem) {
+    out.push('| memory (7): peak RSS of the service (VmHWM) | messages | MiB |', '| --- | ---: | ---: |')
+    if (mem.small) out.push(`| draining a backlog (section 1's run) | ${n(mem.small.messages)} | ${n(mem.small.peakRssMiB, 1)} |`)
+    if (mem.large) out.push(`| draining a backlog, filled while it drains | ${n(mem.large.messages)} | ${n(mem.large.peakRssMiB, 1)} |`)
+    out.push('')
+  }
+  return out.join('\n')
+}

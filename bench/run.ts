@@ -1,0 +1,241 @@
+/**
+ * npm run bench [-- --quick] [--messages N] [--rows N] ...: the benchmarks of issue 6, each
+ * printing ratios measured side by side in this one run. Runs against the PostgreSQL server of
+ * DATABASE_URL (a database of its own, created and dropped) and the SQS emulator in a process of
+ * its own; the service under test runs in its own process too. Writes a JSON report under
+ * bench/results/ and prints Markdown tables. See README.md, "Benchmarks".
+ */
+import { execFileSync } from 'node:child_process'
+import { mkdirSync, writeFileSync } from 'node:fs'
+import { cpus, loadavg, totalmem } from 'node:os'
+import { join } from 'node:path'
+import { parseArgs } from 'node:util'
+import { prepareDatabase } from '../src/prepare.ts'
+import type { Context, Options } from './lib/context.ts'
+import { round } from './lib/context.ts'
+import { DEFAULT_DATABASE_URL, createBenchDatabase, serverVersion, type BenchDatabase } from './lib/db.ts'
+import { jsonLine, spawnNode, stopAll } from './lib/proc.ts'
+import { benchKeys } from './lib/service.ts'
+import { sqsClient } from './lib/sqs.ts'
+import { markdown, type Report } from './report.ts'
+import { apiLatency } from './sections/api.ts'
+import { databasePath } from './sections/dbpath.ts'
+import { drainWithService, queueCeiling, typicalLoop } from './sections/ingest.ts'
+import { maskingCost } from './sections/masking.ts'
+
+const HELP = `npm run bench -- [options]
+  --quick                 a few seconds, small sizes (CI smoke)
+  --messages N            section 1 and 2: messages drained (default 100000; quick 1000)
+  --typical-messages N    section 3 (default 5000; quick 100)
+  --db-messages N         section 4 (default 20000; quick 1000)
+  --memory-messages N     section 7, the large backlog; 0 skips it (default 500000; quick 2000)
+  --rows N                section 6: rows in user_logins (default 1000000; quick 20000)
+  --api-seconds N         section 6: seconds per autocannon run (default 5; quick 1)
+  --connections N         section 6: autocannon connections (default 10)
+  --pollers N             WORKER_CONCURRENCY of the service and pollers of the ceiling loop (default 2)
+  --fill-concurrency N    SendMessageBatch calls in flight while filling (default 8)
+  --service-log-level L   LOG_LEVEL of the service (default info, as in production)
+  --sections 1,2,...      run only these sections (7 needs 1 for its small figure)
+  --profile               write V8 CPU profiles of the service in sections 1 and 6 (bench/results/*.cpuprofile)
+  --out FILE              where to write the JSON report (default bench/results/<date>-<mode>.json)
+Environment: DATABASE_URL (default ${DEFAULT_DATABASE_URL}), a server where the bench may create databases.`
+
+function options(): Options {
+  const { values } = parseArgs({
+    options: {
+      quick: { type: 'boolean', default: false },
+      messages: { type: 'string' },
+      'typical-messages': { type: 'string' },
+      'db-messages': { type: 'string' },
+      'memory-messages': { type: 'string' },
+      rows: { type: 'string' },
+      'api-seconds': { type: 'string' },
+      connections: { type: 'string' },
+      pollers: { type: 'string' },
+      'fill-concurrency': { type: 'string' },
+      'service-log-level': { type: 'string' },
+      sections: { type: 'string' },
+      profile: { type: 'boolean', default: false },
+      out: { type: 'string' },
+      help: { type: 'boolean', default: false },
+    },
+  })
+  if (values.help) {
+    console.log(HELP)
+    process.exit(0)
+  }
+  const quick = values.quick ?? false
+  const int = (name: string, value: string | undefined, full: number, small: number): number => {
+    if (value === undefined) return quick ? small : full
+    const parsed = Number(value)
+    if (!Number.isInteger(parsed) || parsed < 0) throw new Error(`--${name} must be a whole number`)
+    return parsed
+  }
+  return {
+    quick,
+    messages: int('messages', values.messages, 100_000, 1_000),
+    typicalMessages: int('typical-messages', values['typical-messages'], 5_000, 100),
+    dbMessages: int('db-messages', values['db-messages'], 20_000, 1_000),
+    memoryMessages: int('memory-messages', values['memory-messages'], 500_000, 2_000),
+    rows: int('rows', values.rows, 1_000_000, 20_000),
+    apiSeconds: Math.max(1, int('api-seconds', values['api-seconds'], 5, 1)),
+    apiConnections: Math.max(1, int('connections', values.connections, 10, 10)),
+    pollers: Math.max(1, int('pollers', values.pollers, 2, 2)),
+    fillConcurrency: Math.max(1, int('fill-concurrency', values['fill-concurrency'], 8, 8)),
+    serviceLogLevel: values['service-log-level'] ?? 'info',
+    sections: new Set((values.sections ?? '1,2,3,4,5,6,7').split(',').map(Number)),
+    profile: values.profile ?? false,
+    databaseUrl: process.env.DATABASE_URL ?? DEFAULT_DATABASE_URL,
+    out: values.out,
+  }
+}
+
+function git(): Report['git'] {
+  try {
+    const commit = execFileSync('git', ['rev-parse', 'HEAD'], { encoding: 'utf8' }).trim()
+    const dirty = execFileSync('git', ['status', '--porcelain', '--untracked-files=no', '--', 'src', 'routes', 'bench'], { encoding: 'utf8' }).trim() !== ''
+    return { commit, dirty }
+  } catch {
+    return { commit: 'unknown', dirty: false }
+  }
+}
+
+const log = (message: string): void => {
+  process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${message}\n`)
+}
+
+async function main(): Promise<void> {
+  const opts = options()
+  const startedAt = new Date()
+  const started = performance.now()
+  const loadBefore = loadavg().map((l) => round(l, 2))
+  log(`${opts.quick ? 'quick' : 'full'} run; load average ${loadBefore.join(' ')} on ${cpus().length} cores`)
+  if (!opts.quick && (loadBefore[0] ?? 0) > 1.5) log('the machine is busy (load > 1.5): absolute figures will be low; the ratios are what to read')
+
+  const emulator = spawnNode(['--import', 'tsx', 'bench/lib/emulator.ts'], { PATH: process.env.PATH, HOME: process.env.HOME })
+  let db: BenchDatabase | null = null
+  const interrupted = (): void => {
+    log('interrupted: stopping children and dropping the database')
+    void stopAll().then(() => db?.drop()).finally(() => process.exit(130))
+  }
+  process.once('SIGINT', interrupted)
+  process.once('SIGTERM', interrupted)
+  try {
+    const { address } = await emulator.line((line) => jsonLine<{ address: string }>(line))
+    db = await createBenchDatabase(opts.databaseUrl)
+    log(`database ${db.name}, emulator ${address} (pid ${emulator.pid})`)
+    const keys = benchKeys()
+    await prepareDatabase(db.sql, keys)
+    const ctx: Context = { options: opts, db, keys, emulator: { endpoint: address, pid: emulator.pid, client: sqsClient(address) }, log }
+    const report: Report = {
+      date: startedAt.toISOString(),
+      mode: opts.quick ? 'quick' : 'full',
+      command: `npm run bench${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(' ')}` : ''}`,
+      git: git(),
+      machine: {
+        cpus: cpus().length,
+        cpuModel: cpus()[0]?.model.trim() ?? 'unknown',
+        memoryGiB: round(totalmem() / 2 ** 30, 1),
+        os: `${process.platform} ${process.arch}`,
+        node: process.versions.node,
+        postgres: await serverVersion(db.sql),
+        loadBefore,
+      },
+      settings: {
+        pollers: opts.pollers,
+        serviceLogLevel: opts.serviceLogLevel,
+        fillConcurrency: opts.fillConcurrency,
+        apiSeconds: opts.apiSeconds,
+        apiConnections: opts.apiConnections,
+        serviceEnv: 'NODE_ENV=production, SQS_WAIT_TIME_SECONDS=20, DATABASE_POOL_MAX=10 (defaults)',
+      },
+      durationSeconds: 0,
+      sections: {},
+      targets: [],
+    }
+    const s = report.sections
+    const section = (n: number): boolean => opts.sections.has(n)
+
+    if (section(5)) {
+      log('5. masking cost')
+      s.masking = await maskingCost(ctx)
+    }
+    if (section(4)) {
+      log('4. the database path')
+      s.databasePath = await databasePath(ctx, opts.dbMessages)
+    }
+    if (section(1)) {
+      log(`1. ingestion end to end, ${opts.messages} messages`)
+      s.ingestion = await drainWithService(ctx, opts.messages, { seed: 1, profile: opts.profile })
+      log(`   ${s.ingestion.perSecond} msg/s`)
+    }
+    if (section(2)) {
+      log(`2. the queue's ceiling, ${opts.messages} messages`)
+      const ceiling = await queueCeiling(ctx, opts.messages)
+      s.ceiling = { ...ceiling, ratio: s.ingestion ? round(s.ingestion.perSecond / ceiling.perSecond, 3) : NaN }
+      log(`   ${ceiling.perSecond} msg/s`)
+    }
+    if (section(3)) {
+      log(`3. the typical answer, ${opts.typicalMessages} messages`)
+      const typical = await typicalLoop(ctx, opts.typicalMessages)
+      s.typical = { ...typical, ratio: s.ingestion ? round(s.ingestion.perSecond / typical.perSecond, 2) : NaN }
+      log(`   ${typical.perSecond} msg/s`)
+    }
+    if (section(7)) {
+      const large = opts.memoryMessages > 0
+        ? (log(`7. memory while draining ${opts.memoryMessages} messages`),
+          await drainWithService(ctx, opts.memoryMessages, { seed: 7, fillWhileDraining: { startAfter: Math.min(opts.memoryMessages, Math.max(opts.messages, 1)) } }))
+        : null
+      s.memory = { small: s.ingestion ? { messages: s.ingestion.messages, peakRssMiB: s.ingestion.peakRssMiB } : null, large }
+    }
+    if (section(6)) {
+      log(`6. API on ${opts.rows} rows`)
+      s.api = await apiLatency(ctx)
+    }
+
+    report.targets = targets(report)
+    report.durationSeconds = round((performance.now() - started) / 1000, 1)
+    const folder = join(process.cwd(), 'bench', 'results')
+    mkdirSync(folder, { recursive: true })
+    const file = opts.out ?? join(folder, `${startedAt.toISOString().slice(0, 19).replace(/[:T]/g, '-')}-${report.mode}.json`)
+    writeFileSync(file, `${JSON.stringify(report, null, 2)}\n`)
+    console.log(markdown(report))
+    log(`report written to ${file} (${report.durationSeconds} s)`)
+    ctx.emulator.client.destroy()
+  } finally {
+    await stopAll()
+    await db?.drop()
+  }
+}
+
+function targets(report: Report): Report['targets'] {
+  const s = report.sections
+  const out: Report['targets'] = []
+  if (s.ceiling && s.ingestion) {
+    out.push({ name: 'end to end / queue ceiling', target: '≥ 0.8', value: String(s.ceiling.ratio), met: s.ceiling.ratio >= 0.8 })
+  }
+  if (s.typical && s.ingestion) {
+    out.push({ name: 'end to end / typical loop', target: '≥ 10x', value: `${s.typical.ratio}x`, met: s.typical.ratio >= 10 })
+  }
+  for (const sc of s.api?.scenarios ?? []) {
+    const failures = sc.service.failures + sc.bare.failures
+    out.push({
+      name: `\`${sc.path}\` throughput / bare`,
+      target: '≥ 0.85',
+      value: `${sc.throughputRatio}${failures > 0 ? ` (${failures} failed requests)` : ''}${sc.sameAnswer ? '' : ' (answers differ!)'}`,
+      met: failures === 0 && sc.sameAnswer && sc.throughputRatio >= 0.85,
+    })
+    out.push({ name: `\`${sc.path}\` p99 / bare`, target: '≤ 1.25x', value: `${sc.p99Ratio}x`, met: failures === 0 && sc.p99Ratio <= 1.25 })
+  }
+  const peaks = [s.memory?.small?.peakRssMiB, s.memory?.large?.peakRssMiB].filter((p): p is number => p !== undefined)
+  if (peaks.length > 0) {
+    out.push({ name: 'peak RSS while draining', target: '< 200 MB', value: `${peaks.map((p) => `${p} MiB`).join(', ')}`, met: peaks.every((p) => p * 1.048576 < 200) })
+  }
+  return out
+}
+
+main().then(() => process.exit(0), async (error: unknown) => {
+  log(`failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`)
+  await stopAll()
+  process.exit(1)
+})
