@@ -1,73 +1,15 @@
 import assert from 'node:assert/strict'
-import { spawn } from 'node:child_process'
-import { mkdtemp, rm } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
-import { fileURLToPath } from 'node:url'
-import { test, type TestContext } from 'node:test'
+import { test } from 'node:test'
 import { EMBEDDED_QUEUE_NAME } from '../src/embedded/queue.ts'
-import { needsServer, testApiKeys, testDatabase, testKeys, testQueue, waitFor } from './helper.ts'
+import { needsServer, testDatabase, testKeys, testQueue, waitFor } from './helper.ts'
+import { serviceEnv, startService, type ServiceProcess } from './service-process.ts'
 import { inspectQueue, sendMessages, testLogins } from './messages.ts'
-
-const ROOT = fileURLToPath(new URL('..', import.meta.url))
-
-interface Service {
-  exit: Promise<{ code: number | null; signal: NodeJS.Signals | null }>
-  stdout(): string
-  stderr(): string
-  /** the address it listens on, once its log says so */
-  address(): string | null
-  kill(signal: NodeJS.Signals): void
-}
-
-/** The real service, `node --import tsx src/server.ts`, killed after the test whatever happens. */
-function startService(t: TestContext, env: Record<string, string>): Service {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/server.ts'], {
-    cwd: ROOT,
-    env: { PATH: process.env.PATH, AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  })
-  let stdout = ''
-  let stderr = ''
-  child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString('utf8')))
-  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString('utf8')))
-  const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })))
-  t.after(() => {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
-  })
-  return {
-    exit,
-    stdout: () => stdout,
-    stderr: () => stderr,
-    address: () => /"address":"(http:\/\/[^"]+)"[^\n]*login-ingest listening/.exec(stdout)?.[1] ?? null,
-    kill: (signal) => child.kill(signal),
-  }
-}
 
 test('SIGKILL in the middle of a batch, then a restart, three times: exactly one row per message sent', { skip: needsServer, timeout: 120_000 }, async (t) => {
   const queue = await testQueue(t, { visibilityTimeoutSeconds: 5 })
   const db = await testDatabase(t)
   const keys = testKeys()
-  const dataDir = await mkdtemp(join(tmpdir(), 'li-crash-'))
-  t.after(() => rm(dataDir, { recursive: true, force: true }))
-  const env = {
-    NODE_ENV: 'test',
-    PORT: '0',
-    LOG_LEVEL: 'info',
-    DATA_DIR: dataDir,
-    DATABASE_URL: db.url,
-    SQS_QUEUE_URL: queue.queueUrl,
-    AWS_ENDPOINT_URL: queue.endpoint,
-    AWS_REGION: 'us-east-1',
-    AWS_ACCESS_KEY_ID: 'test',
-    AWS_SECRET_ACCESS_KEY: 'test',
-    WORKER_CONCURRENCY: '2',
-    SQS_VISIBILITY_TIMEOUT_SECONDS: '5',
-    SQS_WAIT_TIME_SECONDS: '1',
-    MASK_KEYS: keys.MASK_KEYS,
-    VAULT_MASTER_KEYS: keys.VAULT_MASTER_KEYS,
-    API_KEYS: testApiKeys().API_KEYS,
-  }
+  const env = await serviceEnv(t, { db, queue, keys }, { WORKER_CONCURRENCY: '2', SQS_VISIBILITY_TIMEOUT_SECONDS: '5' })
   const logins = testLogins(400)
   const sent = await sendMessages(queue.client, queue.queueUrl, logins.map((l) => l.body))
   // Zero until the service has migrated the fresh database.
@@ -75,7 +17,7 @@ test('SIGKILL in the middle of a batch, then a restart, three times: exactly one
     (await db.sql<{ n: number }[]>`SELECT count(*)::int AS n FROM user_logins`.catch(() => []))[0]?.n ?? 0
 
   /** Waits until `threshold` rows are stored and the service reports a batch in flight, then SIGKILLs it. */
-  const killMidBatch = async (service: Service, threshold: number): Promise<number> => {
+  const killMidBatch = async (service: ServiceProcess, threshold: number): Promise<number> => {
     await waitFor(async () => (await rows()) >= threshold, 60_000, `${threshold} rows stored`)
     await waitFor(async () => {
       const address = service.address()
@@ -99,7 +41,7 @@ test('SIGKILL in the middle of a batch, then a restart, three times: exactly one
   }
 
   // Killed three times in the middle of a batch, each time started again.
-  const services: Service[] = []
+  const services: ServiceProcess[] = []
   let unfinished = 0
   for (const threshold of [40, 120, 200]) {
     const service = startService(t, env)

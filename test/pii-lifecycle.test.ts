@@ -17,6 +17,7 @@ import {
   build, captureLogs, needsServer, randomKeyring, testApiKeys, testConfig, testKeys, testQueue, testServices, type TestServices,
 } from './helper.ts'
 import { loginRecord, receiveMessages, type LoginRecord } from './ingest-helpers.ts'
+import type { AuditRecord } from '../src/audit/store.ts'
 
 /*
  * The PII lifecycle on the real app, pipeline, database (PGlite, or the server of
@@ -66,14 +67,7 @@ interface KeyRow {
   wrapped_key: Buffer
 }
 
-interface AuditRow {
-  action: string
-  key_name: string | null
-  target: string | null
-  reason: string | null
-  status: number
-  outcome: string
-}
+type AuditRow = Pick<AuditRecord, 'action' | 'key_name' | 'target' | 'reason' | 'status' | 'outcome'>
 
 interface ErasureBody {
   user_id: string

@@ -8,6 +8,7 @@ import { createSql } from '../src/db/sql.ts'
 import type { QueueMessage } from '../src/ingest/pipeline.ts'
 import { captureLogs, testConfig, testDatabase, testQueue, testServices, testApiKeys, type CapturedLogs, type TestServices } from './helper.ts'
 import { startTcpProxy, targetOf, type TcpProxy } from './tcp-proxy.ts'
+import type { LoginRecord } from './ingest-helpers.ts'
 
 /*
  * Helpers of the route tests (routes-*.test.ts): logins with chosen values and SQS timestamps
@@ -16,14 +17,7 @@ import { startTcpProxy, targetOf, type TcpProxy } from './tcp-proxy.ts'
  */
 
 /** A login body as a producer sends it; every field can be chosen. */
-export interface LoginBody {
-  user_id: string
-  app_version: string
-  device_type: string
-  ip: string
-  locale: string | null
-  device_id: string
-}
+export type LoginBody = LoginRecord
 
 /** A valid login with fresh, recognisable values (random user, ip and device id). */
 export function loginBody(overrides: Partial<LoginBody> = {}): LoginBody {
@@ -114,7 +108,7 @@ export async function proxiedApp(t: TestContext, env: Record<string, string> = {
   // before the proxy, and all of them before the helpers drop the database and the emulator.
   const held: { app?: FastifyInstance; sql?: Sql; proxy?: TcpProxy } = {}
   t.after(async () => {
-    held.proxy?.restore()
+    await held.proxy?.restore()
     await held.app?.close()
     await held.sql?.end({ timeout: 1 })
     await held.proxy?.close()

@@ -3,6 +3,7 @@ import { test } from 'node:test'
 import type { InjectOptions, LightMyRequestResponse } from 'fastify'
 import { build } from './helper.ts'
 import { bearer, ingestBodies, isErrorBody, loginBody, type LoginBody } from './routes-helpers.ts'
+import type { AuditRecord } from '../src/audit/store.ts'
 
 /*
  * GET /logins/{id}/pii and its audit trail: the right originals for the right row, every call
@@ -11,17 +12,7 @@ import { bearer, ingestBodies, isErrorBody, loginBody, type LoginBody } from './
  * the logs of the whole file. One app and one database.
  */
 
-interface AuditItem {
-  id: string
-  at: string
-  action: string
-  key_name: string | null
-  target: string | null
-  reason: string | null
-  status: number
-  outcome: string
-  request_id: string | null
-}
+type AuditItem = AuditRecord
 
 interface Page<T> {
   items: T[]
