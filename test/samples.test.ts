@@ -2,8 +2,9 @@ import assert from 'node:assert/strict'
 import { createHash } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
 import { test } from 'node:test'
-import { sampleBodies, sendBodies, SAMPLES_PATH } from '../src/embedded/samples.ts'
-import { build, waitFor } from './helper.ts'
+import { migrate } from '../src/db/migrate.ts'
+import { sampleBodies, seedSamplesOnce, sendBodies, SAMPLES_PATH } from '../src/embedded/samples.ts'
+import { build, testDatabase, testQueue, waitFor } from './helper.ts'
 
 interface Sample {
   user_id?: string
@@ -70,4 +71,16 @@ test('the 100 samples become 99 masked rows and 1 rejection, and the queue ends 
     assert.ok(!logText.includes(sample.ip as string), 'raw ip not in logs')
     assert.ok(!logText.includes(sample.device_id as string), 'raw device_id not in logs')
   }
+})
+
+test('the embedded queue is seeded with the samples once per database, so a restart does not ingest them twice', async (t) => {
+  const db = await testDatabase(t)
+  await migrate(db.sql)
+  const first = await testQueue(t)
+  assert.equal(await seedSamplesOnce(db.sql, first.client, first.queueUrl), true)
+  assert.equal((await first.queue.depth()).visible, 100)
+  // A restart: a new, empty emulator (it keeps nothing) on the same database.
+  const second = await testQueue(t)
+  assert.equal(await seedSamplesOnce(db.sql, second.client, second.queueUrl), false)
+  assert.equal((await second.queue.depth()).visible, 0)
 })
