@@ -71,12 +71,6 @@ export interface BatchOutcome extends StoreCounts {
   stored: QueueMessage[]
 }
 
-const LOGIN_COLUMNS = [
-  'message_id', 'user_id', 'device_type', 'masked_ip', 'masked_device_id', 'locale',
-  'app_version', 'app_version_text', 'create_date', 'sent_at', 'mask_key_id',
-  'next_masked_ip', 'next_masked_device_id', 'next_mask_key_id',
-] as const
-
 /** Subject of the data key for a rejected body: its user when one can be read, so erasure covers it too. */
 function rejectionSubject(body: string): string {
   try {
@@ -200,19 +194,36 @@ export class LoginPipeline {
         next_masked_device_id: keys.next === null ? null : this.masker.maskDeviceId(l.pii.device_id, keys.next),
         next_mask_key_id: keys.next,
       }))
-      const created = await tx<{ id: string; message_id: string }[]>`
-        INSERT INTO user_logins ${tx(rows, ...LOGIN_COLUMNS)}
-        ON CONFLICT (message_id) DO NOTHING
-        RETURNING id::text AS id, message_id`
+      // One statement for the rows and their sealed originals, with one array per column: the
+      // same prepared statement whatever the number of rows, and one round trip. Only rows that
+      // were inserted get a vault row (a redelivered message's row already has one).
+      const column = <K extends keyof LoginRow>(name: K): LoginRow[K][] => rows.map((row) => row[name])
+      // A message delivered twice can be twice in one coalesced batch: one vault entry per message id.
+      const sealed = [...new Map(logins.map((l) => [l.message.messageId, l])).values()]
+      const created = await tx<{ login_id: string }[]>`
+        WITH created AS (
+          INSERT INTO user_logins (message_id, user_id, device_type, masked_ip, masked_device_id, locale, app_version,
+                                   app_version_text, create_date, sent_at, mask_key_id, next_masked_ip, next_masked_device_id,
+                                   next_mask_key_id)
+          SELECT * FROM unnest(
+            ${tx.array(column('message_id'))}::text[], ${tx.array(column('user_id'))}::text[],
+            ${tx.array(column('device_type'))}::text[], ${tx.array(column('masked_ip'))}::text[],
+            ${tx.array(column('masked_device_id'))}::text[], ${tx.array(column('locale'))}::text[],
+            ${tx.array(column('app_version'))}::int[], ${tx.array(column('app_version_text'))}::text[],
+            ${tx.array(column('create_date'))}::date[], ${tx.array(rows.map((row) => row.sent_at.toISOString()))}::timestamptz[],
+            ${tx.array(column('mask_key_id'))}::text[], ${tx.array(column('next_masked_ip'))}::text[],
+            ${tx.array(column('next_masked_device_id'))}::text[], ${tx.array(column('next_mask_key_id'))}::text[])
+          ON CONFLICT (message_id) DO NOTHING
+          RETURNING id, message_id)
+        INSERT INTO pii_vault (login_id, data_key_id, ciphertext)
+        SELECT created.id, sealed.data_key_id, decode(sealed.ciphertext, 'hex')
+        FROM created JOIN unnest(
+          ${tx.array(sealed.map((l) => l.message.messageId))}::text[],
+          ${tx.array(sealed.map((l) => l.dataKey.id))}::bigint[],
+          ${tx.array(sealed.map((l) => l.ciphertext.toString('hex')))}::text[]) AS sealed (message_id, data_key_id, ciphertext)
+          ON sealed.message_id = created.message_id
+        RETURNING login_id::text AS login_id`
       inserted = created.length
-      if (created.length > 0) {
-        const byMessage = new Map(logins.map((l) => [l.message.messageId, l]))
-        const vaultRows = created.map(({ id, message_id }) => {
-          const login = byMessage.get(message_id) as SealedLogin
-          return { login_id: id, data_key_id: login.dataKey.id, ciphertext: login.ciphertext }
-        })
-        await tx`INSERT INTO pii_vault ${tx(vaultRows, 'login_id', 'data_key_id', 'ciphertext')}`
-      }
     }
     if (rejections.length > 0) {
       const rows = rejections.map((r) => ({

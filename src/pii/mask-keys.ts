@@ -40,10 +40,15 @@ export async function readMaskKeyState(sql: Sql | TransactionSql): Promise<MaskK
   return row.value
 }
 
-/** For a transaction that writes masks: waits out a state change in progress, then reads the state. */
+/**
+ * For a transaction that writes masks: waits out a state change in progress, then reads the
+ * state. The two statements are sent together (pipelined: one round trip); the server runs
+ * them in order, and the read takes its snapshot only once the lock is granted, so it sees the
+ * state that the lock holder committed.
+ */
 export async function lockMaskKeyStateShared(tx: TransactionSql): Promise<MaskKeyState> {
-  await tx`SELECT pg_advisory_xact_lock_shared(hashtext(${MASK_STATE_LOCK}))`
-  return readMaskKeyState(tx)
+  const [, state] = await Promise.all([tx`SELECT pg_advisory_xact_lock_shared(hashtext(${MASK_STATE_LOCK}))`, readMaskKeyState(tx)])
+  return state
 }
 
 /** For a transaction that changes the state: no ingesting transaction runs meanwhile. */
