@@ -30,7 +30,7 @@ export default fp(
     for (const outcome of ['received', 'inserted', 'duplicate', 'rejected', 'deleted', 'delete_failed']) messages.inc({ outcome }, 0)
     const batchDuration = new Histogram({
       name: 'login_ingest_batch_duration_seconds',
-      help: 'time to store and delete one received batch',
+      help: 'time to store (one transaction) and delete one batch: the worker stores the batches of several receives together',
       buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
       registers: [registry],
     })
