@@ -15,7 +15,7 @@ import type { Context, Options } from './lib/context.ts'
 import { round } from './lib/context.ts'
 import { DEFAULT_DATABASE_URL, createBenchDatabase, serverVersion, type BenchDatabase } from './lib/db.ts'
 import { jsonLine, spawnNode, stopAll } from './lib/proc.ts'
-import { benchKeys } from './lib/service.ts'
+import { benchKeys, prepareRuntime } from './lib/service.ts'
 import { sqsClient } from './lib/sqs.ts'
 import { markdown, type Report } from './report.ts'
 import { apiLatency } from './sections/api.ts'
@@ -35,6 +35,8 @@ const HELP = `npm run bench -- [options]
   --pollers N             WORKER_CONCURRENCY of the service and pollers of the ceiling loop (default 2)
   --fill-concurrency N    SendMessageBatch calls in flight while filling (default 8)
   --service-log-level L   LOG_LEVEL of the service (default info, as in production)
+  --service-runtime R     build: compile the service first and run node <build>/src/server.js, as the
+                          image does (default); tsx: node --import tsx src/server.ts (default with --quick)
   --sections 1,2,...      run only these sections (7 needs 1 for its small figure)
   --profile               write V8 CPU profiles of the service in sections 1 and 6 (bench/results/*.cpuprofile)
   --out FILE              where to write the JSON report (default bench/results/<date>-<mode>.json)
@@ -54,6 +56,7 @@ function options(): Options {
       pollers: { type: 'string' },
       'fill-concurrency': { type: 'string' },
       'service-log-level': { type: 'string' },
+      'service-runtime': { type: 'string' },
       sections: { type: 'string' },
       profile: { type: 'boolean', default: false },
       out: { type: 'string' },
@@ -83,6 +86,11 @@ function options(): Options {
     pollers: Math.max(1, int('pollers', values.pollers, 2, 2)),
     fillConcurrency: Math.max(1, int('fill-concurrency', values['fill-concurrency'], 8, 8)),
     serviceLogLevel: values['service-log-level'] ?? 'info',
+    serviceRuntime: ((): 'tsx' | 'build' => {
+      const runtime = values['service-runtime'] ?? (quick ? 'tsx' : 'build')
+      if (runtime !== 'tsx' && runtime !== 'build') throw new Error('--service-runtime must be tsx or build')
+      return runtime
+    })(),
     sections: new Set((values.sections ?? '1,2,3,4,5,6,7').split(',').map(Number)),
     profile: values.profile ?? false,
     databaseUrl: process.env.DATABASE_URL ?? DEFAULT_DATABASE_URL,
@@ -112,11 +120,16 @@ async function main(): Promise<void> {
   log(`${opts.quick ? 'quick' : 'full'} run; load average ${loadBefore.join(' ')} on ${cpus().length} cores`)
   if (!opts.quick && (loadBefore[0] ?? 0) > 1.5) log('the machine is busy (load > 1.5): absolute figures will be low; the ratios are what to read')
 
+  if (opts.serviceRuntime === 'build') log('compiling the service (tsc), as the image runs it')
+  const runtime = prepareRuntime(opts.serviceRuntime)
   const emulator = spawnNode(['--import', 'tsx', 'bench/lib/emulator.ts'], { PATH: process.env.PATH, HOME: process.env.HOME })
   let db: BenchDatabase | null = null
   const interrupted = (): void => {
     log('interrupted: stopping children and dropping the database')
-    void stopAll().then(() => db?.drop()).finally(() => process.exit(130))
+    void stopAll().then(() => db?.drop()).finally(() => {
+      runtime.cleanup()
+      process.exit(130)
+    })
   }
   process.once('SIGINT', interrupted)
   process.once('SIGTERM', interrupted)
@@ -126,7 +139,7 @@ async function main(): Promise<void> {
     log(`database ${db.name}, emulator ${address} (pid ${emulator.pid})`)
     const keys = benchKeys()
     await prepareDatabase(db.sql, keys)
-    const ctx: Context = { options: opts, db, keys, emulator: { endpoint: address, pid: emulator.pid, client: sqsClient(address) }, log }
+    const ctx: Context = { options: opts, db, keys, runtime, emulator: { endpoint: address, pid: emulator.pid, client: sqsClient(address) }, log }
     const report: Report = {
       date: startedAt.toISOString(),
       mode: opts.quick ? 'quick' : 'full',
@@ -144,6 +157,7 @@ async function main(): Promise<void> {
       settings: {
         pollers: opts.pollers,
         serviceLogLevel: opts.serviceLogLevel,
+        serviceRuntime: opts.serviceRuntime === 'build' ? 'compiled (tsc), node <build>/src/server.js' : 'node --import tsx src/server.ts',
         fillConcurrency: opts.fillConcurrency,
         apiSeconds: opts.apiSeconds,
         apiConnections: opts.apiConnections,
@@ -205,6 +219,7 @@ async function main(): Promise<void> {
   } finally {
     await stopAll()
     await db?.drop()
+    runtime.cleanup()
   }
 }
 

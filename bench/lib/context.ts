@@ -1,6 +1,6 @@
 import type { SQSClient } from '@aws-sdk/client-sqs'
 import type { BenchDatabase } from './db.ts'
-import type { BenchKeys } from './service.ts'
+import type { BenchKeys, ServiceRuntime } from './service.ts'
 
 export interface Options {
   quick: boolean
@@ -21,6 +21,8 @@ export interface Options {
   pollers: number
   fillConcurrency: number
   serviceLogLevel: string
+  /** build: the compiled service as the image runs it; tsx: the TypeScript through tsx */
+  serviceRuntime: 'tsx' | 'build'
   sections: Set<number>
   /** write V8 CPU profiles of the service in sections 1 and 6 */
   profile: boolean
@@ -32,6 +34,7 @@ export interface Context {
   options: Options
   db: BenchDatabase
   keys: BenchKeys
+  runtime: ServiceRuntime
   emulator: { endpoint: string; pid: number; client: SQSClient }
   log(message: string): void
 }

@@ -57,14 +57,32 @@ export async function depth(client: SQSClient, url: string): Promise<{ visible: 
   }
 }
 
-/** Polls until the queue holds nothing (neither visible nor in flight); resolves with that moment (performance.now()). */
-export async function waitEmpty(client: SQSClient, url: string, options: { timeoutMs: number; everyMs?: number; onTick?: () => void }): Promise<number> {
+/**
+ * Polls until the queue holds nothing (neither visible nor in flight); resolves with that moment
+ * (performance.now()). Gives up when the queue has not shrunk for `stallMs` (a consumer that
+ * keeps failing), or after `timeoutMs`.
+ */
+export async function waitEmpty(
+  client: SQSClient,
+  url: string,
+  options: { timeoutMs: number; stallMs?: number; everyMs?: number; onTick?: () => void; explain?: () => string },
+): Promise<number> {
   const deadline = Date.now() + options.timeoutMs
+  let least = Infinity
+  let progressAt = Date.now()
   for (;;) {
     const { visible, inFlight } = await depth(client, url)
     if (visible === 0 && inFlight === 0) return performance.now()
     options.onTick?.()
-    if (Date.now() > deadline) throw new Error(`queue not empty after ${options.timeoutMs} ms (${visible} visible, ${inFlight} in flight)`)
+    if (visible + inFlight < least) {
+      least = visible + inFlight
+      progressAt = Date.now()
+    }
+    const stalled = Date.now() - progressAt > (options.stallMs ?? 120_000)
+    if (stalled || Date.now() > deadline) {
+      throw new Error(`queue not drained: ${stalled ? 'no progress for' : 'still busy after'} ${Math.round((Date.now() - (stalled ? progressAt : deadline - options.timeoutMs)) / 1000)} s ` +
+        `(${visible} visible, ${inFlight} in flight)${options.explain ? `\n${options.explain()}` : ''}`)
+    }
     await new Promise((resolve) => setTimeout(resolve, options.everyMs ?? 100))
   }
 }

@@ -51,7 +51,7 @@ export interface ApiResult {
  * generate_series, with the secondary indexes built afterwards): masked values are
  * `k1:<base64url sha256>` of pooled values, skewed so some repeat often, as real ones do.
  */
-async function fillTable(ctx: Context, rows: number): Promise<number> {
+export async function fillTable(ctx: Pick<Context, 'db'>, rows: number): Promise<number> {
   const sql = ctx.db.sql
   await resetTables(sql)
   const started = performance.now()
@@ -187,6 +187,7 @@ export async function apiLatency(ctx: Context): Promise<ApiResult> {
   const { client } = ctx.emulator
   const queueUrl = await createQueue(client, 'bench-api')
   const service = await startService({
+    runtime: ctx.runtime,
     databaseUrl: ctx.db.url,
     queueUrl,
     endpoint: ctx.emulator.endpoint,

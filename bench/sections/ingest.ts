@@ -24,6 +24,11 @@ export interface DrainResult {
   rejected: number
   expectedMalformed: number
   fillPerSecond: number
+  /** stores of the worker (one transaction and its deletes each), from its metrics */
+  transactions: number
+  messagesPerTransaction: number
+  /** mean time of one store, commit and deletes included */
+  msPerTransaction: number
 }
 
 let queueSerial = 0
@@ -62,6 +67,7 @@ export async function drainWithService(
 
   const profileDir = options.profile ? join(process.cwd(), 'bench', 'results') : undefined
   const service = await startService({
+    runtime: ctx.runtime,
     databaseUrl: ctx.db.url,
     queueUrl: url,
     endpoint: ctx.emulator.endpoint,
@@ -90,11 +96,16 @@ export async function drainWithService(
     // The queue may run dry while the fill is still going; wait for the fill first.
     while (await Promise.race([filling.then(() => true), new Promise<boolean>((resolve) => setTimeout(() => resolve(false), 100))]) === false) sample()
   }
-  const ended = await waitEmpty(client, url, { timeoutMs: 3_600_000, onTick: sample })
+  const ended = await waitEmpty(client, url, { timeoutMs: 3_600_000, onTick: sample, explain: () => `the service's last lines:\n${service.child.tail()}` })
   const cpu1 = cpuSeconds(service.pid)
   const emulator1 = cpuSeconds(ctx.emulator.pid)
   const postgres1 = await backendCpu(sql, ctx.db.name, 'login-ingest')
   const memory = memoryMiB(service.pid)
+  // The worker's own view, from its Prometheus metrics: how many stores, and how long each took.
+  const metrics = await fetch(`${service.url}/metrics`).then((r) => r.text(), () => '')
+  const metric = (name: string): number => Number(new RegExp(`^${name} ([0-9.e+-]+)$`, 'm').exec(metrics)?.[1] ?? NaN)
+  const transactions = metric('login_ingest_batch_duration_seconds_count')
+  const storeSeconds = metric('login_ingest_batch_duration_seconds_sum')
   await service.child.stop()
   await deleteQueue(client, url)
 
@@ -120,6 +131,9 @@ export async function drainWithService(
     rejected: after.rejected,
     expectedMalformed,
     fillPerSecond: round(fillPerSecond, 0),
+    transactions,
+    messagesPerTransaction: round(count / transactions, 1),
+    msPerTransaction: round((storeSeconds / transactions) * 1000, 1),
   }
 }
 
