@@ -14,7 +14,7 @@ export interface WorkerOptions {
   maxMessagesPerTransaction?: number
   /** store transactions running at once (default 1: batches that arrive meanwhile go into the next, as a group commit) */
   maxTransactions?: number
-  /** received batches a poller may have waiting for their commit before it receives again, while the database commits (default 5) */
+  /** received batches a poller may have waiting for their commit before it receives again, while the database commits (default 10) */
   maxBatchesPerPoller?: number
 }
 
@@ -215,7 +215,7 @@ export class IngestWorker {
    * batches not yet deleted, so memory stays bounded whatever the backlog.
    */
   private hasRoom(poller: number): boolean {
-    const perPoller = this.databaseCommitting ? Math.max(1, this.options.maxBatchesPerPoller ?? 5) : 1
+    const perPoller = this.databaseCommitting ? Math.max(1, this.options.maxBatchesPerPoller ?? 10) : 1
     return (this.uncommitted.get(poller) ?? 0) < perPoller && this.batchesInFlight < 2 * perPoller * this.options.concurrency
   }
 
