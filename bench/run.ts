@@ -168,7 +168,19 @@ async function main(): Promise<void> {
       targets: [],
     }
     const s = report.sections
-    const section = (n: number): boolean => opts.sections.has(n)
+    const folder = join(process.cwd(), 'bench', 'results')
+    mkdirSync(folder, { recursive: true })
+    const file = opts.out ?? join(folder, `${startedAt.toISOString().slice(0, 19).replace(/[:T]/g, '-')}-${report.mode}.json`)
+    // Written after every section, so an interrupted run keeps what it measured.
+    const save = (): void => {
+      report.targets = targets(report)
+      report.durationSeconds = round((performance.now() - started) / 1000, 1)
+      writeFileSync(file, `${JSON.stringify(report, null, 2)}\n`)
+    }
+    const section = (n: number): boolean => {
+      if (Object.keys(s).length > 0) save()
+      return opts.sections.has(n)
+    }
 
     if (section(5)) {
       log('5. masking cost')
@@ -207,12 +219,7 @@ async function main(): Promise<void> {
       s.api = await apiLatency(ctx)
     }
 
-    report.targets = targets(report)
-    report.durationSeconds = round((performance.now() - started) / 1000, 1)
-    const folder = join(process.cwd(), 'bench', 'results')
-    mkdirSync(folder, { recursive: true })
-    const file = opts.out ?? join(folder, `${startedAt.toISOString().slice(0, 19).replace(/[:T]/g, '-')}-${report.mode}.json`)
-    writeFileSync(file, `${JSON.stringify(report, null, 2)}\n`)
+    save()
     console.log(markdown(report))
     log(`report written to ${file} (${report.durationSeconds} s)`)
     ctx.emulator.client.destroy()
