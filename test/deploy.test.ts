@@ -13,12 +13,12 @@ import { after, describe, test, type TestContext } from 'node:test'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
 import { GetQueueAttributesCommand, GetQueueUrlCommand, ListQueuesCommand, ReceiveMessageCommand, SQSClient } from '@aws-sdk/client-sqs'
-import { startFauxqs } from 'fauxqs'
 import ts from 'typescript'
 import { parse, parseAllDocuments } from 'yaml'
 import { SCOPES, hashApiKey, parseApiKeys } from '../src/auth/api-keys.ts'
 import { EnvSchema, loadConfig } from '../src/config.ts'
 import { loadMigrations } from '../src/db/migrate.ts'
+import { startLoopbackEmulator } from '../src/embedded/queue.ts'
 import { openApiDocument } from '../src/openapi.ts'
 import { testDatabase, waitFor } from './helper.ts'
 
@@ -168,14 +168,14 @@ describe('docker-compose.yml', () => {
 // The LocalStack init hook, run for real with an SDK-based awslocal against the SQS emulator
 
 async function startEmulator(t: TestContext): Promise<{ endpoint: string; client: SQSClient; queueUrl(name: string): Promise<string> }> {
-  const server = await startFauxqs({ port: 0, host: '127.0.0.1', logger: false })
-  const client = new SQSClient({ endpoint: server.address, region: 'us-east-1', credentials: CREDENTIALS })
+  const server = await startLoopbackEmulator()
+  const client = new SQSClient({ endpoint: server.endpoint, region: 'us-east-1', credentials: CREDENTIALS })
   t.after(async () => {
     client.destroy()
-    await server.stop()
+    await server.close()
   })
   return {
-    endpoint: server.address,
+    endpoint: server.endpoint,
     client,
     async queueUrl(name) {
       const { QueueUrl } = await client.send(new GetQueueUrlCommand({ QueueName: name }))

@@ -127,7 +127,7 @@ test('two processes running npm run migrate on one fresh database at once both s
     new Promise((resolve, reject) => {
       const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/migrate.ts'], {
         cwd: ROOT,
-        env: { PATH: process.env.PATH, AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true', DATABASE_URL: db.url, NODE_ENV: 'test' },
+        env: { PATH: process.env.PATH, DATABASE_URL: db.url, NODE_ENV: 'test' },
         stdio: ['ignore', 'pipe', 'pipe'],
       })
       t.after(() => child.kill('SIGKILL'))

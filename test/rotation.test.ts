@@ -109,7 +109,7 @@ test('mask key rotation: interrupted, resumed, with ingestion in between; duplic
 
 function runRotation(t: TestContext, env: Record<string, string>): { done: Promise<number | null>; kill(): void } {
   const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/rotate-keys.ts', '--mask', 'k2', '--batch-size', '100'], {
-    env: { PATH: process.env.PATH, AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true', ...env },
+    env: { PATH: process.env.PATH, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   })
   child.stdout.resume()

@@ -3,16 +3,16 @@
  * the bench's, as a real queue's would not be. Prints one JSON line with its address, then
  * serves until its standard input closes or it gets SIGTERM.
  */
-import { startFauxqs } from 'fauxqs'
+import { startLoopbackEmulator } from '../../src/embedded/queue.ts'
 
-const server = await startFauxqs({ port: 0, host: '127.0.0.1', logger: false })
-process.stdout.write(`${JSON.stringify({ address: server.address })}\n`)
+const server = await startLoopbackEmulator()
+process.stdout.write(`${JSON.stringify({ address: server.endpoint })}\n`)
 
 let stopping = false
 const stop = (): void => {
   if (stopping) return
   stopping = true
-  server.stop().then(() => process.exit(0), () => process.exit(1))
+  server.close().then(() => process.exit(0), () => process.exit(1))
 }
 process.stdin.on('end', stop)
 process.stdin.on('close', stop)
