@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 data_dir="$(mktemp -d)"
 port="${SMOKE_PORT:-3917}"
 log="${data_dir}/service.log"
-env -u DATABASE_URL -u SQS_QUEUE_URL DATA_DIR="${data_dir}" PORT="${port}" NODE_ENV=development \
+env -u DATABASE_URL -u SQS_QUEUE_URL DATA_DIR="${data_dir}" PORT="${port}" EMBEDDED_QUEUE_PORT=0 NODE_ENV=development \
   node --import tsx src/server.ts >"${log}" 2>&1 &
 pid=$!
 cleanup() { kill "${pid}" 2>/dev/null || true; rm -rf "${data_dir}"; }

@@ -22,6 +22,7 @@ export const EnvSchema = Type.Object({
   AWS_ENDPOINT_URL: Type.Optional(Type.String({ pattern: '^https?://', description: 'an http(s):// URL' })),
   SQS_WAIT_TIME_SECONDS: Type.Integer({ minimum: 0, maximum: 20, default: 20 }),
   SQS_VISIBILITY_TIMEOUT_SECONDS: Type.Integer({ minimum: 5, maximum: 43_200, default: 60 }),
+  EMBEDDED_QUEUE_PORT: Type.Integer({ minimum: 0, maximum: 65535, default: 4566 }),
 
   WORKER_ENABLED: Type.Boolean({ default: true }),
   WORKER_CONCURRENCY: Type.Integer({ minimum: 1, maximum: 64, default: 2 }),

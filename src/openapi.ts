@@ -34,7 +34,7 @@ export async function openApiDocument(): Promise<unknown> {
       apiKeys: [],
       cursors: new CursorCodec(keys.active.secret),
       schemaVersion: '',
-      embedded: { database: false, queue: false, demoApiKey: null },
+      embedded: { database: false, queue: null, demoApiKey: null },
     },
   })
   await app.ready()

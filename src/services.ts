@@ -28,7 +28,28 @@ export interface Services {
   /** migration the code expects; readiness waits for it */
   schemaVersion: string
   /** which parts run embedded, and the demo key when there is one */
-  embedded: { database: boolean; queue: boolean; demoApiKey: string | null }
+  embedded: {
+    database: boolean
+    queue: EmbeddedQueueInfo | null
+    demoApiKey: string | null
+  }
+}
+
+/** Where the embedded queue listens, for the banner and DATA_DIR/runtime.json. */
+export interface EmbeddedQueueInfo {
+  endpoint: string
+  queueUrl: string
+  dlqUrl: string
+  /** `http://localhost:<port>/000000000000/login-queue`, as the exercise's aws commands spell it */
+  localstackUrl: string
+  /** EMBEDDED_QUEUE_PORT was taken (a real LocalStack?), so another port is used */
+  portTaken: boolean
+}
+
+/** Whether the service keeps anything in DATA_DIR: the embedded database or generated secrets. */
+export function usesDataDir(config: Config): boolean {
+  return config.DATABASE_URL === undefined || config.MASK_KEYS === undefined || config.VAULT_MASTER_KEYS === undefined ||
+    config.API_KEYS === undefined
 }
 
 export interface RunningServices extends Services {
@@ -47,12 +68,17 @@ export interface Secrets {
  * for the ones not named (never in production: the config refuses that). The embedded modules
  * are imported only when used, so production never loads PGlite or the emulator.
  */
-export async function startServices(config: Config, log: FastifyBaseLogger): Promise<RunningServices> {
+export async function startServices(config: Config, log: FastifyBaseLogger, options: { command?: string } = {}): Promise<RunningServices> {
   const closers: (() => Promise<void>)[] = []
   const close = async (): Promise<void> => {
     for (const closer of closers.reverse()) await closer().catch((error: unknown) => log.error({ err: error }, 'error while closing'))
   }
   try {
+    if (usesDataDir(config)) {
+      const { lockDataDir } = await import('./embedded/data-dir.ts')
+      const lock = await lockDataDir(config.DATA_DIR, options.command ?? 'npm start')
+      closers.push(() => lock.release())
+    }
     const secrets = await resolveSecrets(config, log)
 
     let databaseUrl = config.DATABASE_URL
@@ -73,14 +99,29 @@ export async function startServices(config: Config, log: FastifyBaseLogger): Pro
 
     let queue: LoginQueue
     let dlq: LoginQueue | null = null
+    let embeddedQueue: EmbeddedQueueInfo | null = null
     if (config.SQS_QUEUE_URL === undefined) {
-      const { startEmbeddedQueue } = await import('./embedded/queue.ts')
+      const { startEmbeddedQueue, localstackStyleUrl } = await import('./embedded/queue.ts')
       const { seedSamplesOnce } = await import('./embedded/samples.ts')
-      const embedded = await startEmbeddedQueue({ region: config.AWS_REGION, visibilityTimeoutSeconds: config.SQS_VISIBILITY_TIMEOUT_SECONDS })
+      const embedded = await startEmbeddedQueue({
+        region: config.AWS_REGION,
+        visibilityTimeoutSeconds: config.SQS_VISIBILITY_TIMEOUT_SECONDS,
+        port: config.EMBEDDED_QUEUE_PORT,
+      })
       closers.push(() => embedded.close())
       queue = new LoginQueue(embedded.client, embedded.queueUrl)
       dlq = new LoginQueue(embedded.client, embedded.dlqUrl)
-      log.warn('SQS_QUEUE_URL not set: using the embedded SQS emulator')
+      embeddedQueue = {
+        endpoint: embedded.endpoint,
+        queueUrl: embedded.queueUrl,
+        dlqUrl: embedded.dlqUrl,
+        localstackUrl: localstackStyleUrl(embedded.port),
+        portTaken: embedded.portTaken,
+      }
+      log.warn({ endpoint: `http://localhost:${embedded.port}`, queueUrl: embeddedQueue.localstackUrl }, 'SQS_QUEUE_URL not set: using the embedded SQS emulator')
+      if (embedded.portTaken) {
+        log.warn({ port: config.EMBEDDED_QUEUE_PORT }, `EMBEDDED_QUEUE_PORT ${config.EMBEDDED_QUEUE_PORT} is taken (a LocalStack?): the embedded queue listens on ${embedded.port} instead`)
+      }
       if (await seedSamplesOnce(sql, embedded.client, embedded.queueUrl)) {
         log.info('embedded queue filled with the 100 sample logins (once per database)')
       }
@@ -104,7 +145,7 @@ export async function startServices(config: Config, log: FastifyBaseLogger): Pro
       apiKeys: secrets.apiKeys,
       cursors: new CursorCodec(secrets.mask.active.secret),
       schemaVersion: await latestMigration(),
-      embedded: { database: config.DATABASE_URL === undefined, queue: config.SQS_QUEUE_URL === undefined, demoApiKey: secrets.demoApiKey },
+      embedded: { database: config.DATABASE_URL === undefined, queue: embeddedQueue, demoApiKey: secrets.demoApiKey },
       close,
     }
   } catch (error) {

@@ -60,7 +60,7 @@ async function runServer(t: { after(fn: () => unknown): void }, env: Record<stri
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, ['--import', 'tsx', 'src/server.ts'], {
       cwd: ROOT,
-      env: { PATH: process.env.PATH, NODE_ENV: 'test', DATA_DIR: dataDir, ...env },
+      env: { PATH: process.env.PATH, NODE_ENV: 'test', DATA_DIR: dataDir, EMBEDDED_QUEUE_PORT: '0', ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
     })
     t.after(() => child.kill('SIGKILL'))

@@ -141,7 +141,7 @@ export async function testServices(t: TestContext, queue: LoginQueue, options: {
     apiKeys: parseApiKeys(options.apiKeys ?? testApiKeys().API_KEYS),
     cursors: new CursorCodec(keys.mask.active.secret),
     schemaVersion: await latestMigration(),
-    embedded: { database: !db.server, queue: true, demoApiKey: null },
+    embedded: { database: !db.server, queue: null, demoApiKey: null },
     keys,
     db,
   }

@@ -42,7 +42,7 @@ test('the ingestion pipeline on the real database and queue', async (t) => {
     assert.ok(first)
     assert.equal(first.receiveCount, 1)
     const once = await services.pipeline.process([first])
-    assert.deepEqual({ ...once, stored: once.stored.map((m) => m.messageId) }, { inserted: 1, duplicates: 0, rejected: 0, stored: [first.messageId] })
+    assert.deepEqual({ ...once, stored: once.stored.map((m) => m.messageId) }, { inserted: 1, duplicates: 0, rejected: 0, rejectedReasons: {}, stored: [first.messageId] })
 
     // Not deleted: invisible for now, back after its 1 s visibility timeout.
     assert.deepEqual(await queue.queue.receive({ maxMessages: 10, waitTimeSeconds: 0, visibilityTimeoutSeconds: 30 }), [])
@@ -133,6 +133,7 @@ test('the ingestion pipeline on the real database and queue', async (t) => {
     assert.deepEqual({ inserted: outcome.inserted, duplicates: outcome.duplicates, rejected: outcome.rejected }, { inserted: 9, duplicates: 0, rejected: 1 })
     const ids = batch.map((m) => m.messageId)
     const rejections = await sql<{ reason: string }[]>`SELECT reason FROM rejected_messages WHERE message_id = ANY(${sql.array(ids)}::text[])`
+    assert.deepEqual(outcome.rejectedReasons, { [String(rejections[0]?.reason)]: 1 }, 'the report counts the rejection under its reason')
     assert.deepEqual([...rejections], [{ reason: 'device_type must be at most 32 characters' }])
     const [{ n } = { n: -1 }] = await sql<{ n: number }[]>`SELECT count(*)::int AS n FROM user_logins WHERE message_id = ANY(${sql.array(ids)}::text[])`
     assert.equal(n, 9)

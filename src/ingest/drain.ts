@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto'
 import type { Sql } from 'postgres'
+import { addCounts } from './pipeline.ts'
 import type { LoginQueue } from './queue.ts'
 import { DependencyError, type BatchReport, type IngestWorker } from './worker.ts'
 
@@ -33,7 +34,7 @@ export class DrainFailedError extends Error {
 const LEASE = 'ingest-run-lease'
 
 const emptyReport = (): DrainReport => ({
-  received: 0, inserted: 0, duplicates: 0, rejected: 0, deleted: 0, deleteFailures: 0, durationMs: 0, stoppedBy: 'empty',
+  received: 0, inserted: 0, duplicates: 0, rejected: 0, rejectedReasons: {}, deleted: 0, deleteFailures: 0, durationMs: 0, stoppedBy: 'empty',
 })
 
 /**
@@ -85,9 +86,7 @@ export async function drainQueue(
 
   const add = (batch: BatchReport): void => {
     report.received += batch.received
-    report.inserted += batch.inserted
-    report.duplicates += batch.duplicates
-    report.rejected += batch.rejected
+    addCounts(report, batch)
     report.deleted += batch.deleted
     report.deleteFailures += batch.deleteFailures
   }

@@ -64,6 +64,17 @@ export interface StoreCounts {
   duplicates: number
   /** new rejection records */
   rejected: number
+  /** new rejection records per reason (reasons name a field and a rule, never a value) */
+  rejectedReasons: Record<string, number>
+}
+
+/** Adds the counts of `more` into `into`. */
+export function addCounts(into: StoreCounts, more: StoreCounts): StoreCounts {
+  into.inserted += more.inserted
+  into.duplicates += more.duplicates
+  into.rejected += more.rejected
+  for (const [reason, n] of Object.entries(more.rejectedReasons)) into.rejectedReasons[reason] = (into.rejectedReasons[reason] ?? 0) + n
+  return into
 }
 
 export interface BatchOutcome extends StoreCounts {
@@ -94,7 +105,7 @@ export class LoginPipeline {
   ) {}
 
   async process(messages: readonly QueueMessage[]): Promise<BatchOutcome> {
-    if (messages.length === 0) return { inserted: 0, duplicates: 0, rejected: 0, stored: [] }
+    if (messages.length === 0) return { inserted: 0, duplicates: 0, rejected: 0, rejectedReasons: {}, stored: [] }
     const sealed = await this.seal(messages)
     const counts = await this.storeOrSplit(sealed)
     return { ...counts, stored: [...messages] }
@@ -159,11 +170,7 @@ export class LoginPipeline {
       const middle = Math.ceil(items.length / 2)
       const first = await this.storeOrSplit(items.slice(0, middle))
       const second = await this.storeOrSplit(items.slice(middle))
-      return {
-        inserted: first.inserted + second.inserted,
-        duplicates: first.duplicates + second.duplicates,
-        rejected: first.rejected + second.rejected,
-      }
+      return addCounts(first, second)
     }
   }
 
@@ -183,6 +190,7 @@ export class LoginPipeline {
     const rejections = items.filter((i): i is SealedRejection => i.kind === 'rejection')
     let inserted = 0
     let rejected = 0
+    const rejectedReasons: Record<string, number> = {}
     if (logins.length > 0) {
       const keys = await lockMaskKeyStateShared(tx)
       const rows = logins.map((l): LoginRow => ({
@@ -234,12 +242,13 @@ export class LoginPipeline {
         sent_at: r.message.sentAt,
         receive_count: r.message.receiveCount,
       }))
-      const created = await tx`
+      const created: { reason: string }[] = await tx`
         INSERT INTO rejected_messages ${tx(rows, 'message_id', 'reason', 'data_key_id', 'body_ciphertext', 'sent_at', 'receive_count')}
         ON CONFLICT (message_id) DO NOTHING
-        RETURNING id`
+        RETURNING reason`
       rejected = created.length
+      for (const { reason } of created) rejectedReasons[reason] = (rejectedReasons[reason] ?? 0) + 1
     }
-    return { inserted, rejected, duplicates: items.length - inserted - rejected }
+    return { inserted, rejected, rejectedReasons, duplicates: items.length - inserted - rejected }
   }
 }
