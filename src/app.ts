@@ -199,7 +199,7 @@ export async function buildApp({ config, services, logger }: BuildOptions): Prom
   })
   await app.register(swaggerUi, { routePrefix: '/docs', staticCSP: false })
   await app.register(authPlugin, { keys: services.apiKeys })
-  await app.register(workerPlugin, { services, enabled: config.WORKER_ENABLED, worker: workerOptions, retentionDays: config.PII_RETENTION_DAYS })
+  await app.register(workerPlugin, { services, enabled: config.WORKER_ENABLED, worker: workerOptions, retentionDays: config.PII_RETENTION_DAYS, progressIntervalMs: config.INGEST_PROGRESS_INTERVAL_MS })
   await app.register(metricsPlugin)
   for (const route of [healthz, readyz, logins, duplicates, piiRoute, erase, audit, ingest]) await app.register(route)
   return app

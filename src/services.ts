@@ -97,12 +97,14 @@ export async function startServices(config: Config, log: FastifyBaseLogger, opti
     const applied = await prepareDatabase(sql, { mask: secrets.mask, master: secrets.master })
     if (applied.length > 0) log.info({ applied }, 'database migrations applied')
 
+    const masker = new Masker(secrets.mask)
+    const vault = new Vault(sql, keyringProvider(secrets.master))
     let queue: LoginQueue
     let dlq: LoginQueue | null = null
     let embeddedQueue: EmbeddedQueueInfo | null = null
     if (config.SQS_QUEUE_URL === undefined) {
       const { startEmbeddedQueue, localstackStyleUrl } = await import('./embedded/queue.ts')
-      const { seedSamplesOnce } = await import('./embedded/samples.ts')
+      const { seedMissingSamples } = await import('./embedded/samples.ts')
       const embedded = await startEmbeddedQueue({
         region: config.AWS_REGION,
         visibilityTimeoutSeconds: config.SQS_VISIBILITY_TIMEOUT_SECONDS,
@@ -122,8 +124,18 @@ export async function startServices(config: Config, log: FastifyBaseLogger, opti
       if (embedded.portTaken) {
         log.warn({ port: config.EMBEDDED_QUEUE_PORT }, `EMBEDDED_QUEUE_PORT ${config.EMBEDDED_QUEUE_PORT} is taken (a LocalStack?): the embedded queue listens on ${embedded.port} instead`)
       }
-      if (await seedSamplesOnce(sql, embedded.client, embedded.queueUrl)) {
-        log.info('embedded queue filled with the 100 sample logins (once per database)')
+      const seeded = await seedMissingSamples({
+        sql,
+        masker,
+        vault,
+        client: embedded.client,
+        queueUrl: embedded.queueUrl,
+        onBatch: (sent) => log.debug({ sent }, 'embedded queue: sample messages sent'),
+      })
+      if (seeded.sent > 0) {
+        log.info({ sent: seeded.sent }, seeded.sent === 100
+          ? 'embedded queue filled with the 100 sample logins'
+          : 'embedded queue: samples an earlier start had not stored were sent again')
       }
     } else {
       // The SDK reads AWS_ENDPOINT_URL and credentials from the environment itself.
@@ -133,8 +145,6 @@ export async function startServices(config: Config, log: FastifyBaseLogger, opti
       if (config.SQS_DLQ_URL !== undefined) dlq = new LoginQueue(client, config.SQS_DLQ_URL)
     }
 
-    const masker = new Masker(secrets.mask)
-    const vault = new Vault(sql, keyringProvider(secrets.master))
     return {
       sql,
       queue,

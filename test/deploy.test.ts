@@ -126,6 +126,12 @@ describe('docker-compose.yml', () => {
     const config = loadConfig(await loginIngestEnv())
     const ports = list(service.ports, 'login-ingest.ports').map((p) => String(p))
     assert.deepEqual(ports.map((p) => Number(p.split(':').at(-1))), [config.PORT], `ports ${ports.join(', ')} must publish PORT ${config.PORT}`)
+    // Published on the host's loopback only: the demo keys are public, the LocalStack port likewise.
+    for (const [name, definition] of Object.entries(services)) {
+      for (const port of list(obj(definition, name).ports ?? [], `${name}.ports`).map((p) => String(p))) {
+        assert.match(port, /^127\.0\.0\.1:\d+:\d+$/, `${name} publishes ${port} beyond the host's loopback`)
+      }
+    }
     assert.equal(service.build, '.')
     const dependsOn = obj(service.depends_on, 'login-ingest.depends_on')
     for (const dependency of ['localstack', 'postgres']) {

@@ -2,9 +2,9 @@ import assert from 'node:assert/strict'
 import { createHash } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
 import { test } from 'node:test'
-import { migrate } from '../src/db/migrate.ts'
-import { sampleBodies, seedSamplesOnce, sendBodies, SAMPLES_PATH } from '../src/embedded/samples.ts'
-import { build, testDatabase, testQueue, waitFor } from './helper.ts'
+import { sampleBodies, seedMissingSamples, sendBodies, SAMPLES_PATH } from '../src/embedded/samples.ts'
+import { build, testQueue, testServices, waitFor, type TestServices } from './helper.ts'
+import { ingestBodies, receiveMessages } from './ingest-helpers.ts'
 
 interface Sample {
   user_id?: string
@@ -73,14 +73,54 @@ test('the 100 samples become 99 masked rows and 1 rejection, and the queue ends 
   }
 })
 
-test('the embedded queue is seeded with the samples once per database, so a restart does not ingest them twice', async (t) => {
-  const db = await testDatabase(t)
-  await migrate(db.sql)
-  const first = await testQueue(t)
-  assert.equal(await seedSamplesOnce(db.sql, first.client, first.queueUrl), true)
-  assert.equal((await first.queue.depth()).visible, 100)
-  // A restart: a new, empty emulator (it keeps nothing) on the same database.
+test('the embedded queue is seeded once per database, so a restart does not ingest the samples twice', async (t) => {
+  const queue = await testQueue(t)
+  const services = await testServices(t, queue.queue)
+  const seed = (q: typeof queue) => seedMissingSamples({ ...services, client: q.client, queueUrl: q.queueUrl })
+  assert.deepEqual(await seed(queue), { sent: 100, complete: false })
+  assert.equal((await queue.queue.depth()).visible, 100)
+  // Store what the first start sent (as its worker would), then restart on a new, empty emulator.
+  assert.equal(await drain(services, 100), 100)
   const second = await testQueue(t)
-  assert.equal(await seedSamplesOnce(db.sql, second.client, second.queueUrl), false)
+  assert.deepEqual(await seed(second), { sent: 0, complete: true })
   assert.equal((await second.queue.depth()).visible, 0)
+  const [marker] = await services.sql<{ complete: boolean }[]>`SELECT (value->>'complete')::boolean AS complete FROM service_state WHERE name = 'embedded-samples'`
+  assert.equal(marker?.complete, true, 'the marker is written only once every sample is stored')
 })
+
+test('a start after a lost first run sends exactly the samples that were not stored, the rejected one included', async (t) => {
+  const queue = await testQueue(t)
+  const services = await testServices(t, queue.queue)
+  const bodies = await sampleBodies()
+  // An earlier process stored 40 samples, among them the one that is not a login, then died:
+  // the other 60 were in its in-memory queue and are gone.
+  const invalid = bodies.findIndex((b) => !('user_id' in (JSON.parse(b) as object)))
+  assert.ok(invalid >= 0)
+  const storedBefore = [bodies[invalid] as string, ...bodies.filter((_, i) => i !== invalid).slice(0, 39)]
+  await ingestBodies(services, storedBefore)
+  const [marker] = await services.sql`SELECT 1 FROM service_state WHERE name = 'embedded-samples'`
+  assert.equal(marker, undefined, 'no marker while samples are missing')
+
+  const restart = await testQueue(t)
+  const report = await seedMissingSamples({ ...services, client: restart.client, queueUrl: restart.queueUrl })
+  assert.deepEqual(report, { sent: 60, complete: false })
+  const resent = await receiveMessages(restart.queue, 60)
+  assert.deepEqual(new Set(resent.map((m) => m.body)), new Set(bodies.filter((b) => !storedBefore.includes(b))))
+  await services.pipeline.process(resent)
+  const [counts] = await services.sql<{ logins: number; rejected: number }[]>`
+    SELECT (SELECT count(*) FROM user_logins)::int AS logins, (SELECT count(*) FROM rejected_messages)::int AS rejected`
+  assert.deepEqual(counts, { logins: 99, rejected: 1 })
+
+  const third = await testQueue(t)
+  assert.deepEqual(await seedMissingSamples({ ...services, client: third.client, queueUrl: third.queueUrl }), { sent: 0, complete: true })
+})
+
+/** Receives, stores and deletes `count` messages through the real pipeline, as the worker does. */
+async function drain(services: { queue: TestServices['queue']; pipeline: TestServices['pipeline'] }, count: number): Promise<number> {
+  const messages = await receiveMessages(services.queue, count)
+  for (let i = 0; i < messages.length; i += 10) {
+    const outcome = await services.pipeline.process(messages.slice(i, i + 10))
+    await services.queue.delete(outcome.stored)
+  }
+  return messages.length
+}

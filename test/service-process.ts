@@ -10,6 +10,7 @@ import { testApiKeys, type TestDatabase, type TestKeys } from './helper.ts'
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
 
 export interface ServiceProcess {
+  pid: number
   exit: Promise<{ code: number | null; signal: NodeJS.Signals | null }>
   stdout(): string
   stderr(): string
@@ -34,6 +35,7 @@ export function startService(t: TestContext, env: Record<string, string>): Servi
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
   })
   return {
+    pid: child.pid ?? -1,
     exit,
     stdout: () => stdout,
     stderr: () => stderr,

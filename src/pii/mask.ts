@@ -20,6 +20,11 @@ export class Masker {
     return this.keys.all.has(keyId)
   }
 
+  /** every configured key id, the active one first */
+  keyIds(): string[] {
+    return [this.keys.active.id, ...[...this.keys.all.keys()].filter((id) => id !== this.keys.active.id)]
+  }
+
   /** Canonical addresses share a mask across spellings; unparseable text is masked as sent (trimmed) in its own domain. */
   maskIp(ip: string, keyId = this.keys.active.id): string {
     const canonical = canonicalIp(ip)

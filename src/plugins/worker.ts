@@ -1,6 +1,7 @@
 import type { FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
 import { describeError } from '../ingest/errors.ts'
+import { ProgressLog } from '../ingest/progress.ts'
 import { IngestWorker, type WorkerOptions } from '../ingest/worker.ts'
 import { applyRetention } from '../pii/erasure.ts'
 import type { Services } from '../services.ts'
@@ -18,13 +19,23 @@ declare module 'fastify' {
 export default fp(
   async function workerPlugin(
     app: FastifyInstance,
-    options: { services: Services; enabled: boolean; worker: WorkerOptions; retentionDays: number | undefined },
+    options: { services: Services; enabled: boolean; worker: WorkerOptions; retentionDays: number | undefined; progressIntervalMs: number },
   ) {
     const { services } = options
     const worker = new IngestWorker(services.queue, services.pipeline, services.sql, app.log.child({ component: 'worker' }), options.worker)
     app.decorate('worker', worker)
-    if (options.enabled) app.addHook('onReady', async () => worker.start())
-    app.addHook('preClose', async () => worker.stop())
+    const progress = new ProgressLog(app.log.child({ component: 'worker' }), options.progressIntervalMs, () => services.queue.depth())
+    worker.onBatch(progress.record)
+    if (options.enabled) {
+      app.addHook('onReady', async () => {
+        progress.start()
+        worker.start()
+      })
+    }
+    app.addHook('preClose', async () => {
+      await worker.stop()
+      await progress.stop()
+    })
 
     const days = options.retentionDays
     if (options.enabled && days !== undefined) {
