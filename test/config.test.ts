@@ -1,12 +1,12 @@
 import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { mkdtemp, rm } from 'node:fs/promises'
+import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { describe, test } from 'node:test'
-import { ConfigError, loadConfig } from '../src/config.ts'
+import { ConfigError, EnvSchema, loadConfig } from '../src/config.ts'
 import { testApiKeys, testKeys } from './helper.ts'
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
@@ -143,4 +143,10 @@ test('loadConfig names the variable of each bad value, and refuses integers that
     assert.throws(() => loadConfig(rest), (error: unknown) => error instanceof ConfigError && error.variable === name, `production needs ${name}`)
   }
   assert.equal(loadConfig(production).NODE_ENV, 'production')
+})
+
+test('the README documents every variable the service reads', async () => {
+  const readme = await readFile(new URL('../README.md', import.meta.url), 'utf8')
+  const missing = Object.keys(EnvSchema.properties).filter((name) => !readme.includes(`| \`${name}\` |`))
+  assert.deepEqual(missing, [], 'each variable has a row in the configuration table')
 })
