@@ -35,6 +35,8 @@ declare module 'fastify' {
     closing: AbortSignal
     /** per-key rate limit of the API routes (health, readiness, metrics and docs have none) */
     apiRateLimit: { max: number; timeWindow: number }
+    /** every route registered, as "method /url" (HEAD included), to check the document against */
+    routeTable: string[]
   }
 }
 
@@ -105,6 +107,11 @@ export async function buildApp({ config, services, logger }: BuildOptions): Prom
     waitTimeSeconds: config.SQS_WAIT_TIME_SECONDS,
     visibilityTimeoutSeconds: config.SQS_VISIBILITY_TIMEOUT_SECONDS,
   }
+  const routeTable: string[] = []
+  app.decorate('routeTable', routeTable)
+  app.addHook('onRoute', (route) => {
+    for (const method of [route.method].flat()) routeTable.push(`${method.toLowerCase()} ${route.url}`)
+  })
   app.decorate('services', services)
   app.decorate('cursors', services.cursors)
   app.decorate('workerOptions', workerOptions)

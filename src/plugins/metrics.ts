@@ -128,7 +128,7 @@ export default fp(
         tags: ['operations'],
         summary: 'Prometheus metrics',
         description: 'Text exposition format: pipeline counters, batch durations, dependency failures, HTTP request histograms.',
-        response: { 200: Type.String() },
+        response: { 200: { description: 'the metrics', content: { 'text/plain; version=0.0.4': { schema: Type.String() } } } },
       },
     }, async (_request, reply) => {
       reply.type(registry.contentType)
