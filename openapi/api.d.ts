@@ -14,15 +14,11 @@ export interface paths {
         get: {
             parameters: {
                 query?: {
-                    /** @example pii.read */
                     action?: "pii.read" | "pii.erase";
                     /** @description the `next` value of the previous page (opaque, signed) */
                     cursor?: string;
                     key_name?: string;
-                    /**
-                     * @description page size, 1-1000
-                     * @example 50
-                     */
+                    /** @description page size, 1-1000 */
                     limit?: number;
                 };
                 header?: never;
@@ -316,47 +312,26 @@ export interface paths {
         get: {
             parameters: {
                 query?: {
-                    /**
-                     * @description the version text exactly as sent
-                     * @example 2.3.0
-                     */
+                    /** @description the version text exactly as sent */
                     app_version?: string;
                     /** @description the `next` value of the previous page (opaque, signed) */
                     cursor?: string;
-                    /**
-                     * @description first create_date, inclusive (YYYY-MM-DD)
-                     * @example 2026-01-01
-                     */
+                    /** @description first create_date, inclusive (YYYY-MM-DD) */
                     date_from?: string;
-                    /**
-                     * @description last create_date, inclusive (YYYY-MM-DD)
-                     * @example 2026-12-31
-                     */
+                    /** @description last create_date, inclusive (YYYY-MM-DD) */
                     date_to?: string;
-                    /** @example android */
                     device_type?: string;
-                    /**
-                     * @description page size, 1-1000
-                     * @example 50
-                     */
+                    /** @description page size, 1-1000 */
                     limit?: number;
-                    /** @example RU */
                     locale?: string;
                     /** @description exact mask, as shown in masked_device_id */
                     masked_device_id?: string;
                     /** @description exact mask, as shown in masked_ip */
                     masked_ip?: string;
-                    /** @example 424cdd21-063a-43a7-b91b-7ca1a833afae */
                     user_id?: string;
-                    /**
-                     * @description highest version, inclusive, compared through the integer encoding
-                     * @example 2.3.0
-                     */
+                    /** @description highest version, inclusive, compared through the integer encoding */
                     version_max?: string;
-                    /**
-                     * @description lowest version, inclusive, compared through the integer encoding (so 2.20 > 2.3)
-                     * @example 2.3.0
-                     */
+                    /** @description lowest version, inclusive, compared through the integer encoding (so 2.20 > 2.3) */
                     version_min?: string;
                 };
                 header?: never;
@@ -453,17 +428,11 @@ export interface paths {
             parameters: {
                 query?: never;
                 header: {
-                    /**
-                     * @description why the originals are needed
-                     * @example SEC-1234 fraud review
-                     */
+                    /** @description why the originals are needed */
                     "x-access-reason": string;
                 };
                 path: {
-                    /**
-                     * @description row id
-                     * @example 1
-                     */
+                    /** @description row id */
                     id: string;
                 };
                 cookie?: never;
@@ -581,17 +550,10 @@ export interface paths {
                 query?: {
                     /** @description the `next` value of the previous page (opaque, signed) */
                     cursor?: string;
-                    /** @example ip */
                     field?: "ip" | "device_id" | "all";
-                    /**
-                     * @description page size, 1-1000
-                     * @example 50
-                     */
+                    /** @description page size, 1-1000 */
                     limit?: number;
-                    /**
-                     * @description least number of rows
-                     * @example 2
-                     */
+                    /** @description least number of rows */
                     min_count?: number;
                 };
                 header?: never;
@@ -849,14 +811,10 @@ export interface paths {
                     rows?: "keep" | "delete";
                 };
                 header: {
-                    /**
-                     * @description why (e.g. the erasure request number)
-                     * @example DSR-2026-0042 erasure request
-                     */
+                    /** @description why (e.g. the erasure request number) */
                     "x-access-reason": string;
                 };
                 path: {
-                    /** @example 424cdd21-063a-43a7-b91b-7ca1a833afae */
                     user_id: string;
                 };
                 cookie?: never;

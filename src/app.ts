@@ -193,7 +193,17 @@ export async function buildApp({ config, services, logger }: BuildOptions): Prom
     openapi: {
       openapi: '3.0.3',
       info: OPENAPI_INFO,
-      components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer', description: 'API key (npm run key)' } } },
+      components: {
+        securitySchemes: {
+          bearer: {
+            type: 'http',
+            scheme: 'bearer',
+            description:
+              'An API key. On embedded defaults (`npm start` with nothing configured) the demo key, with every scope, is ' +
+              'printed in the start-up banner and kept as `demoApiKey` in `.data/secrets.json`. In production: `npm run key`.',
+          },
+        },
+      },
       tags: [
         { name: 'logins', description: 'masked login rows' },
         { name: 'ingestion', description: 'draining the queue on demand' },
@@ -202,7 +212,7 @@ export async function buildApp({ config, services, logger }: BuildOptions): Prom
       ],
     },
     refResolver: { buildLocalReference: (json, _baseUri, _fragment, i) => (typeof json.$id === 'string' ? json.$id : `def-${i}`) },
-    transformObject: (document) => ('openapiObject' in document ? optionalDefaults(document.openapiObject) : document.swaggerObject),
+    transformObject: (document) => ('openapiObject' in document ? examplesNotValues(optionalDefaults(document.openapiObject)) : document.swaggerObject),
   })
   await app.register(swaggerUi, { routePrefix: '/docs', staticCSP: false })
   await app.register(authPlugin, { keys: services.apiKeys })
@@ -245,6 +255,18 @@ function optionalDefaults<T>(document: T): T {
         operation.requestBody = { ...operation.requestBody, required: false }
       }
     }
+  }
+  return document
+}
+
+/**
+ * Swagger UI fills a parameter's `example` into its input on "Try it out", so Execute sent eight
+ * example filters and found one row. As `x-example` it is shown as an example and not filled in.
+ */
+function examplesNotValues<T>(document: T): T {
+  const paths = (document as { paths?: Record<string, Record<string, { parameters?: Record<string, unknown>[] }>> }).paths ?? {}
+  for (const operation of Object.values(paths).flatMap((methods) => Object.values(methods))) {
+    operation.parameters = operation.parameters?.map(({ example, ...rest }) => (example === undefined ? rest : { ...rest, 'x-example': example }))
   }
   return document
 }

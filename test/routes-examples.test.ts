@@ -18,6 +18,8 @@ interface Parameter {
   name: string
   required?: boolean
   example?: unknown
+  /** shown by Swagger UI as an example, not filled into "Try it out" */
+  'x-example'?: unknown
   examples?: Record<string, { value: unknown }>
   schema?: { example?: unknown; examples?: unknown[]; default?: unknown; enum?: unknown[] }
 }
@@ -36,6 +38,7 @@ interface Document {
 
 function exampleOf(parameter: Parameter): unknown {
   if (parameter.example !== undefined) return parameter.example
+  if (parameter['x-example'] !== undefined) return parameter['x-example']
   const named = parameter.examples === undefined ? undefined : Object.values(parameter.examples)[0]
   if (named !== undefined) return named.value
   if (parameter.schema?.example !== undefined) return parameter.schema.example

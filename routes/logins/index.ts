@@ -19,8 +19,8 @@ export const LoginsQuery = Type.Object(
     app_version: Type.Optional(Type.String({ minLength: 1, maxLength: 64, description: 'the version text exactly as sent', examples: ['2.3.0'] })),
     version_min: Type.Optional(Version('lowest version, inclusive, compared through the integer encoding (so 2.20 > 2.3)')),
     version_max: Type.Optional(Version('highest version, inclusive, compared through the integer encoding')),
-    date_from: Type.Optional(Type.String({ format: 'date', description: 'first create_date, inclusive (YYYY-MM-DD)', examples: ['2026-01-01'] })),
-    date_to: Type.Optional(Type.String({ format: 'date', description: 'last create_date, inclusive (YYYY-MM-DD)', examples: ['2026-12-31'] })),
+    date_from: Type.Optional(Type.String({ format: 'date', description: 'first create_date, inclusive (YYYY-MM-DD)' })),
+    date_to: Type.Optional(Type.String({ format: 'date', description: 'last create_date, inclusive (YYYY-MM-DD)' })),
   },
   { additionalProperties: false },
 )
