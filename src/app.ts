@@ -81,6 +81,7 @@ export interface BuildOptions {
 export const OPENAPI_INFO = {
   title: 'login-ingest',
   version: '0.1.0',
+  license: { name: 'MIT', url: 'https://opensource.org/licenses/MIT' },
   description:
     'Ingests login events from SQS, masks ip and device_id with keyed pseudonyms, keeps the originals in an ' +
     'envelope-encrypted vault, and serves the masked rows. Authenticate with `Authorization: Bearer <API key>`.',
@@ -193,6 +194,8 @@ export async function buildApp({ config, services, logger }: BuildOptions): Prom
     openapi: {
       openapi: '3.0.3',
       info: OPENAPI_INFO,
+      // Relative: Swagger UI and generated clients call the server that served the document.
+      servers: [{ url: '/', description: 'the service that serves this document' }],
       components: {
         securitySchemes: {
           bearer: {
