@@ -39,6 +39,18 @@ closeWithGrace({ delay: config.SHUTDOWN_GRACE_MS, logger: log }, async ({ signal
 
 const address = await app.listen({ port: config.PORT, host: config.HOST })
 log.info({ address, docs: `${address}/docs` }, 'login-ingest listening')
+if (services.embedded.database || services.embedded.queue !== null) {
+  // Where the CLIs reach this process (PGlite serves only it); minimal until the lead's version lands.
+  const { writeRuntimeInfo } = await import('./embedded/data-dir.ts')
+  const queue = services.embedded.queue
+  await writeRuntimeInfo(config.DATA_DIR, {
+    pid: process.pid,
+    startedAt: new Date().toISOString(),
+    api: address.replace('://localhost', '://127.0.0.1'),
+    queue: queue === null ? null : { endpoint: queue.endpoint, queueUrl: queue.queueUrl, dlqUrl: queue.dlqUrl, localstackUrl: queue.localstackUrl },
+    embeddedDatabase: services.embedded.database,
+  })
+}
 if (services.embedded.demoApiKey !== null) {
   // Printed to the console, not to the log stream: it is a secret, and only for local demos.
   process.stderr.write(
