@@ -9,12 +9,12 @@ export interface paths {
         };
         /**
          * The PII audit log, newest first
-         * @description Every call of the PII routes, allowed or refused. The log is append-only in the database.
+         * @description Every call of the PII routes and of POST /rejected/resubmit, allowed or refused. The log is append-only in the database.
          */
         get: {
             parameters: {
                 query?: {
-                    action?: "pii.read" | "pii.erase";
+                    action?: "pii.read" | "pii.erase" | "rejected.resubmit";
                     /** @description the `next` value of the previous page (opaque, signed) */
                     cursor?: string;
                     key_name?: string;
@@ -35,7 +35,7 @@ export interface paths {
                     content: {
                         "application/json": {
                             items: {
-                                /** @description pii.read or pii.erase */
+                                /** @description pii.read, pii.erase or rejected.resubmit */
                                 action: string;
                                 /** Format: date-time */
                                 at: string;
@@ -47,7 +47,7 @@ export interface paths {
                                 request_id: string | null;
                                 /** @description HTTP status of the answer */
                                 status: number;
-                                /** @description row id (pii.read) or user id (pii.erase) as requested */
+                                /** @description row id (pii.read), user id (pii.erase) or rejection ids (rejected.resubmit) as requested */
                                 target: string | null;
                             }[];
                             next: string | null;
@@ -784,6 +784,250 @@ export interface paths {
         };
         put?: never;
         post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/rejected": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Rejected messages, newest first (never their bodies)
+         * @description Messages that could not become a row, with the reason. Their bodies may hold PII and stay encrypted in the database; after a fix, POST /rejected/resubmit sends them back to the queue.
+         */
+        get: {
+            parameters: {
+                query?: {
+                    /** @description the `next` value of the previous page (opaque, signed) */
+                    cursor?: string;
+                    /** @description page size, 1-1000 */
+                    limit?: number;
+                    /** @description pending: not resubmitted yet */
+                    state?: "pending" | "resubmitted" | "all";
+                };
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Default Response */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            items: {
+                                /** @description rejection id (for POST /rejected/resubmit) */
+                                id: string;
+                                /** @description SQS message id of the rejected message */
+                                message_id: string;
+                                /** @description the field and the rule it broke, never the value */
+                                reason: string;
+                                /** @description SQS receive count when it was rejected */
+                                receive_count: number | null;
+                                /** Format: date-time */
+                                rejected_at: string;
+                                /**
+                                 * Format: date-time
+                                 * @description when it was sent back to the queue; null while pending
+                                 */
+                                resubmitted_at: string | null;
+                            }[];
+                            next: string | null;
+                        };
+                    };
+                };
+                /** @description Error; never carries PII or internal details */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorResponse"];
+                    };
+                };
+                /** @description Error; never carries PII or internal details */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorResponse"];
+                    };
+                };
+                /** @description Error; never carries PII or internal details */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorResponse"];
+                    };
+                };
+                /** @description Error; never carries PII or internal details */
+                429: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorResponse"];
+                    };
+                };
+                /** @description Error; never carries PII or internal details */
+                500: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorResponse"];
+                    };
+                };
+                /** @description Error; never carries PII or internal details */
+                503: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorResponse"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/rejected/resubmit": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Send rejected messages back to the queue after a fix (audited)
+         * @description Decrypts the bodies of pending rejections (oldest first, or the given ids) inside the service and sends each back to the queue it was read from, marking it resubmitted in the same transaction: a rejection is never sent twice. Bodies whose data key was erased or expired are counted as unreadable. Audited (action rejected.resubmit), with the reason in `x-access-reason` when given. A queue or database that fails answers 503; what was sent before stays marked.
+         */
+        post: {
+            parameters: {
+                query?: never;
+                header?: {
+                    /** @description why (e.g. the fix deployed) */
+                    "x-access-reason"?: string;
+                };
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: {
+                content: {
+                    /**
+                     * @example {
+                     *       "limit": 10,
+                     *       "dryRun": true
+                     *     }
+                     */
+                    "application/json": {
+                        /**
+                         * @description count what would be sent, send nothing
+                         * @default false
+                         */
+                        dryRun?: boolean;
+                        /** @description only these rejection ids */
+                        ids?: string[];
+                        /**
+                         * @description at most this many
+                         * @default 100
+                         */
+                        limit?: number;
+                    };
+                };
+            };
+            responses: {
+                /** @description Default Response */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            dryRun: boolean;
+                            /** @description sent back to the queue (or, on a dry run, that would be) */
+                            resubmitted: number;
+                            /** @description bodies whose data key was erased or expired: nothing left to send */
+                            unreadable: number;
+                        };
+                    };
+                };
+                /** @description Error; never carries PII or internal details */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorResponse"];
+                    };
+                };
+                /** @description Error; never carries PII or internal details */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorResponse"];
+                    };
+                };
+                /** @description Error; never carries PII or internal details */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorResponse"];
+                    };
+                };
+                /** @description Error; never carries PII or internal details */
+                429: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorResponse"];
+                    };
+                };
+                /** @description Error; never carries PII or internal details */
+                500: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorResponse"];
+                    };
+                };
+                /** @description Error; never carries PII or internal details */
+                503: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorResponse"];
+                    };
+                };
+            };
+        };
         delete?: never;
         options?: never;
         head?: never;

@@ -7,9 +7,9 @@ import { Cursor, Limit, authErrors, badRequest } from '../src/schemas/common.ts'
 const AuditRecord = Type.Object({
   id: Type.String(),
   at: Type.String({ format: 'date-time' }),
-  action: Type.String({ description: 'pii.read or pii.erase' }),
+  action: Type.String({ description: 'pii.read, pii.erase or rejected.resubmit' }),
   key_name: Type.Union([Type.String(), Type.Null()], { description: 'name of the API key; null when none was recognised' }),
-  target: Type.Union([Type.String(), Type.Null()], { description: 'row id (pii.read) or user id (pii.erase) as requested' }),
+  target: Type.Union([Type.String(), Type.Null()], { description: 'row id (pii.read), user id (pii.erase) or rejection ids (rejected.resubmit) as requested' }),
   reason: Type.Union([Type.String(), Type.Null()]),
   status: Type.Integer({ description: 'HTTP status of the answer' }),
   outcome: Type.String(),
@@ -23,13 +23,13 @@ const audit: FastifyPluginAsyncTypebox = async (app) => {
     schema: {
       tags: ['pii'],
       summary: 'The PII audit log, newest first',
-      description: 'Every call of the PII routes, allowed or refused. The log is append-only in the database.',
+      description: 'Every call of the PII routes and of POST /rejected/resubmit, allowed or refused. The log is append-only in the database.',
       security: [{ bearer: [] }],
       querystring: Type.Object(
         {
           limit: Limit,
           cursor: Type.Optional(Cursor),
-          action: Type.Optional(Type.Union([Type.Literal('pii.read'), Type.Literal('pii.erase')], { examples: ['pii.read'] })),
+          action: Type.Optional(Type.Union([Type.Literal('pii.read'), Type.Literal('pii.erase'), Type.Literal('rejected.resubmit')], { examples: ['pii.read'] })),
           key_name: Type.Optional(Type.String({ minLength: 1, maxLength: 64 })),
         },
         { additionalProperties: false },

@@ -11,6 +11,8 @@ import piiRoute from '../routes/logins/_id/pii.ts'
 import duplicates from '../routes/logins/duplicates.ts'
 import logins from '../routes/logins/index.ts'
 import readyz from '../routes/readyz.ts'
+import rejected from '../routes/rejected/index.ts'
+import resubmit from '../routes/rejected/resubmit.ts'
 import erase from '../routes/users/_user_id/pii.ts'
 import type { Config } from './config.ts'
 import { withDeadline } from './db/deadline.ts'
@@ -221,7 +223,7 @@ export async function buildApp({ config, services, logger }: BuildOptions): Prom
   await app.register(authPlugin, { keys: services.apiKeys })
   await app.register(workerPlugin, { services, enabled: config.WORKER_ENABLED, worker: workerOptions, retentionDays: config.PII_RETENTION_DAYS, progressIntervalMs: config.INGEST_PROGRESS_INTERVAL_MS })
   await app.register(metricsPlugin)
-  for (const route of [healthz, readyz, logins, duplicates, piiRoute, erase, audit, ingest]) await app.register(route)
+  for (const route of [healthz, readyz, logins, duplicates, piiRoute, erase, audit, ingest, rejected, resubmit]) await app.register(route)
   return app
 }
 

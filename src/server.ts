@@ -65,7 +65,7 @@ if (embedded) {
   await writeRuntimeInfo(config.DATA_DIR, {
     pid: process.pid,
     startedAt: new Date().toISOString(),
-    api: address,
+    api: address.replace('://localhost', '://127.0.0.1'),
     queue: services.embedded.queue === null
       ? null
       : { endpoint: services.embedded.queue.endpoint, queueUrl: services.embedded.queue.queueUrl, dlqUrl: services.embedded.queue.dlqUrl, localstackUrl: services.embedded.queue.localstackUrl },

@@ -97,6 +97,15 @@ test('a generated client calls every documented operation of the running app, an
   assert.equal(pii.response.status, 200)
   assert.equal((await client.GET('/audit', { params: { query: { limit: 5 } }, headers: auth })).response.status, 200)
 
+  const rejected = await client.GET('/rejected', { params: { query: { limit: 10 } }, headers: auth })
+  assert.equal(rejected.data?.items.length, 1, 'the one sample that is not a login')
+  const resubmit = await client.POST('/rejected/resubmit', {
+    params: { header: { 'x-access-reason': 'generated-client test: resubmit' } },
+    body: { dryRun: true },
+    headers: auth,
+  })
+  assert.equal(resubmit.response.status, 200)
+
   const drain = await client.POST('/ingest', { body: { maxSeconds: 1 }, headers: auth })
   assert.equal(drain.response.status, 200)
 

@@ -47,7 +47,7 @@ test('npm run replay moves dead letters back to the main queue, with a dry run a
   assert.equal(await depth(queue.client, queue.dlqUrl), 0)
   assert.equal(await depth(queue.client, queue.queueUrl), 25, 'every dead letter is back exactly once')
 
-  await assert.rejects(cli(['--limit', 'many']), (error: { code?: number; stderr?: string }) => error.code === 1 && /--limit/.test(error.stderr ?? ''))
+  await assert.rejects(cli(['--limit', 'many']), (error: { code?: number; stderr?: string }) => error.code === 2 && /--limit/.test(error.stderr ?? ''))
 })
 
 test('rejected messages can be listed and, after a fix, resubmitted once', async (t) => {

@@ -555,8 +555,8 @@ test('the PII lifecycle: erasure, retention, master key rotation', async (t) => 
         cwd: ROOT, env: { ...process.env, DATABASE_URL: services.db.url }, timeout: 60_000,
       }),
       (error: { code?: number; stderr?: string }) => {
-        assert.equal(error.code, 1)
-        assert.match(error.stderr ?? '', /--days: must be a positive integer/)
+        assert.equal(error.code, 2, 'a wrong command line exits 2')
+        assert.match(error.stderr ?? '', /^login-ingest retention: --days must be an integer from 1 to 36500\n$/)
         return true
       },
     )

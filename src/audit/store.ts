@@ -1,6 +1,6 @@
 import type { Sql, TransactionSql } from 'postgres'
 
-export type AuditAction = 'pii.read' | 'pii.erase'
+export type AuditAction = 'pii.read' | 'pii.erase' | 'rejected.resubmit'
 
 export interface AuditEntry {
   action: AuditAction

@@ -1,7 +1,7 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto'
 import { ConfigError } from '../config.ts'
 
-export const SCOPES = ['logins:read', 'ingest:run', 'pii:read', 'pii:erase', 'audit:read'] as const
+export const SCOPES = ['logins:read', 'ingest:run', 'pii:read', 'pii:erase', 'audit:read', 'rejected:read', 'rejected:resubmit'] as const
 export type Scope = (typeof SCOPES)[number]
 
 export interface ApiKey {

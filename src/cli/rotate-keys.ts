@@ -1,22 +1,31 @@
-// Key rotation and retirement, online and resumable (run again after any interruption):
-//   npm run rotate-keys -- --mask k2          re-mask every row under mask key k2, then make it current
-//   npm run rotate-keys -- --vault            re-wrap every data key under the active (first) VAULT_MASTER_KEYS key
-//   npm run rotate-keys -- --retire-mask k1   forget k1 (refused while rows that could be re-masked use it)
-//   npm run rotate-keys -- --retire-vault m1  forget m1 (refused while it wraps any data key)
-// Reads DATABASE_URL, MASK_KEYS and VAULT_MASTER_KEYS, which must match the service's.
-import { parseArgs } from 'node:util'
+// Key rotation and retirement, online and resumable (run again after any interruption); see --help.
 import pino from 'pino'
-import { ConfigError, loadConfig } from '../config.ts'
-import { createSql } from '../db/sql.ts'
 import { verifyKeyFingerprints } from '../pii/key-registry.ts'
 import { Masker } from '../pii/mask.ts'
 import { retireMaskKey, retireMasterKey, rotateMaskKey } from '../pii/rotation.ts'
 import { Vault, keyringProvider } from '../pii/vault.ts'
-import { parseKeyring } from '../pii/keys.ts'
+import { UsageError, cliConfig, cliSecrets, integerOption, openDatabase, parseCli, runCli } from './common.ts'
+
+const USAGE = `
+usage: npm run rotate-keys -- --mask ID | --vault | --retire-mask ID | --retire-vault ID [--batch-size N]
+
+  --mask ID           re-mask every row under mask key ID (in MASK_KEYS), then make it current
+  --vault             re-wrap every data key under the active (first) VAULT_MASTER_KEYS key
+  --retire-mask ID    forget mask key ID (refused while rows that could be re-masked use it)
+  --retire-vault ID   forget master key ID (refused while it wraps any data key)
+  --batch-size N      rows or keys per transaction (1-10000, default 500)
+  -h, --help          this text
+
+Reads MASK_KEYS and VAULT_MASTER_KEYS, which must match the service's (else DATA_DIR's
+generated ones). The database: DATABASE_URL, else the embedded PGlite of DATA_DIR (refused
+while the service holds DATA_DIR). Exit codes: 0 done, 1 failed, 2 wrong command line.
+`
 
 const log = pino({ base: { component: 'rotate-keys' } })
-try {
-  const { values } = parseArgs({
+await runCli('rotate-keys', async () => {
+  const { values } = parseCli({
+    name: 'rotate-keys',
+    usage: USAGE,
     options: {
       mask: { type: 'string' },
       vault: { type: 'boolean', default: false },
@@ -25,15 +34,14 @@ try {
       'batch-size': { type: 'string', default: '500' },
     },
   })
-  const batchSize = Number(values['batch-size'])
-  if (!Number.isInteger(batchSize) || batchSize < 1 || batchSize > 10_000) throw new ConfigError('--batch-size', 'must be an integer from 1 to 10000')
-  const config = loadConfig()
-  for (const name of ['DATABASE_URL', 'MASK_KEYS', 'VAULT_MASTER_KEYS'] as const) {
-    if (config[name] === undefined) throw new ConfigError(name, 'is required by npm run rotate-keys')
+  const batchSize = integerOption('batch-size', values['batch-size'], { max: 10_000 }) ?? 500
+  if (values.mask === undefined && !values.vault && values['retire-mask'] === undefined && values['retire-vault'] === undefined) {
+    throw new UsageError('say what to do: --mask ID, --vault, --retire-mask ID or --retire-vault ID (see npm run rotate-keys -- --help)')
   }
-  const mask = parseKeyring('MASK_KEYS', config.MASK_KEYS ?? '')
-  const master = parseKeyring('VAULT_MASTER_KEYS', config.VAULT_MASTER_KEYS ?? '')
-  const sql = createSql({ url: config.DATABASE_URL ?? '', max: 2, statementTimeoutMs: 0 })
+  const config = cliConfig()
+  const { mask, master } = await cliSecrets(config)
+  const database = await openDatabase(config, 'npm run rotate-keys', { max: 2, statementTimeoutMs: 0 })
+  const sql = database.sql
   try {
     await verifyKeyFingerprints(sql, { mask, master })
     const vault = new Vault(sql, keyringProvider(master))
@@ -58,9 +66,6 @@ try {
       console.log(JSON.stringify({ retired: values['retire-vault'], kind: 'master' }))
     }
   } finally {
-    await sql.end({ timeout: 5 })
+    await database.close()
   }
-} catch (error) {
-  console.error(`login-ingest rotate-keys: ${error instanceof ConfigError ? error.message : (error as Error).message}`)
-  process.exit(1)
-}
+})

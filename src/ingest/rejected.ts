@@ -11,14 +11,34 @@ export interface RejectedSummary {
   resubmitted_at: string | null
 }
 
+export type RejectedState = 'pending' | 'resubmitted' | 'all'
+
 /** Rejections, newest first, without their bodies (those hold PII and stay encrypted). */
 export async function listRejected(sql: Sql, options: { limit: number; pendingOnly: boolean }): Promise<RejectedSummary[]> {
-  return sql<RejectedSummary[]>`
-    SELECT id::text AS id, message_id, reason, rejected_at::text AS rejected_at, receive_count, resubmitted_at::text AS resubmitted_at
+  return (await pageRejected(sql, { limit: options.limit, state: options.pendingOnly ? 'pending' : 'all' })).items
+}
+
+/** One page of rejections, newest first, keyset-paged by id (`before`: the previous page's last id). */
+export async function pageRejected(
+  sql: Sql,
+  options: { limit: number; state: RejectedState; before?: bigint },
+): Promise<{ items: RejectedSummary[]; lastId: string | null }> {
+  const state = {
+    pending: sql`resubmitted_at IS NULL`,
+    resubmitted: sql`resubmitted_at IS NOT NULL`,
+    all: sql`TRUE`,
+  }[options.state]
+  const rows = await sql<RejectedSummary[]>`
+    SELECT id::text AS id, message_id, reason,
+           to_char(rejected_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS rejected_at, receive_count,
+           to_char(resubmitted_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS resubmitted_at
     FROM rejected_messages
-    WHERE ${options.pendingOnly ? sql`resubmitted_at IS NULL` : sql`TRUE`}
+    WHERE ${state} AND ${options.before === undefined ? sql`TRUE` : sql`id < ${options.before.toString()}`}
+    -- Qualified: a bare id would name the text output column and sort '9' after '25'.
     ORDER BY rejected_messages.id DESC
-    LIMIT ${options.limit}`
+    LIMIT ${options.limit + 1}`
+  const items = rows.slice(0, options.limit)
+  return { items, lastId: rows.length > options.limit ? (items.at(-1)?.id ?? null) : null }
 }
 
 export interface ResubmitReport {
@@ -26,6 +46,16 @@ export interface ResubmitReport {
   /** bodies whose data key was erased or expired: nothing left to send */
   unreadable: number
   dryRun: boolean
+}
+
+/** Thrown when the queue or the database fails part-way; `partial` counts what was done before. */
+export class ResubmitFailedError extends Error {
+  constructor(
+    readonly partial: ResubmitReport,
+    override readonly cause: unknown,
+  ) {
+    super(`resubmission stopped after ${partial.resubmitted} resubmitted`)
+  }
 }
 
 /**
@@ -40,6 +70,21 @@ export async function resubmitRejected(
   options: { queueUrl: string; ids?: readonly bigint[]; limit: number; dryRun: boolean },
 ): Promise<ResubmitReport> {
   const report: ResubmitReport = { resubmitted: 0, unreadable: 0, dryRun: options.dryRun }
+  try {
+    await resubmitEach(sql, vault, client, options, report)
+  } catch (error) {
+    throw new ResubmitFailedError({ ...report }, error)
+  }
+  return report
+}
+
+async function resubmitEach(
+  sql: Sql,
+  vault: Vault,
+  client: SQSClient,
+  options: { queueUrl: string; ids?: readonly bigint[]; limit: number; dryRun: boolean },
+  report: ResubmitReport,
+): Promise<void> {
   const ids = options.ids?.map(String)
   const candidates = await sql<{ id: string }[]>`
     SELECT id::text AS id FROM rejected_messages
@@ -68,5 +113,4 @@ export async function resubmitRejected(
       report.resubmitted++
     })
   }
-  return report
 }

@@ -1,0 +1,58 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { Type } from 'typebox'
+import { pageRejected } from '../../src/ingest/rejected.ts'
+import { parseId } from '../../src/logins/cursor.ts'
+import { Cursor, Limit, authErrors, badRequest } from '../../src/schemas/common.ts'
+
+const Timestamp = Type.String({ format: 'date-time' })
+
+const RejectedRecord = Type.Object({
+  id: Type.String({ description: 'rejection id (for POST /rejected/resubmit)' }),
+  message_id: Type.String({ description: 'SQS message id of the rejected message' }),
+  reason: Type.String({ description: 'the field and the rule it broke, never the value' }),
+  receive_count: Type.Union([Type.Integer(), Type.Null()], { description: 'SQS receive count when it was rejected' }),
+  rejected_at: Timestamp,
+  resubmitted_at: Type.Union([Timestamp, Type.Null()], { description: 'when it was sent back to the queue; null while pending' }),
+})
+
+const rejected: FastifyPluginAsyncTypebox = async (app) => {
+  app.get('/rejected', {
+    onRequest: app.requireScope('rejected:read'),
+    config: { rateLimit: app.apiRateLimit },
+    schema: {
+      tags: ['ingestion'],
+      summary: 'Rejected messages, newest first (never their bodies)',
+      description:
+        'Messages that could not become a row, with the reason. Their bodies may hold PII and stay encrypted in the ' +
+        'database; after a fix, POST /rejected/resubmit sends them back to the queue.',
+      security: [{ bearer: [] }],
+      querystring: Type.Object(
+        {
+          limit: Limit,
+          cursor: Type.Optional(Cursor),
+          state: Type.Union([Type.Literal('pending'), Type.Literal('resubmitted'), Type.Literal('all')], {
+            default: 'all',
+            description: 'pending: not resubmitted yet',
+            examples: ['pending'],
+          }),
+        },
+        { additionalProperties: false },
+      ),
+      response: { 200: Type.Object({ items: Type.Array(RejectedRecord), next: Type.Union([Type.String(), Type.Null()]) }), ...authErrors },
+    },
+  }, async (request, reply) => {
+    const { limit, cursor, state } = request.query
+    let before: bigint | undefined
+    if (cursor !== undefined) {
+      // The state is in the cursor: a page of another state would skip or repeat rows.
+      const [id, cursorState] = app.cursors.decode('rejected', cursor) ?? []
+      const parsed = parseId(id)
+      if (parsed === null || cursorState !== state) return reply.code(400).send(badRequest('querystring/cursor is not a cursor this API issued for /rejected with this state'))
+      before = parsed
+    }
+    const page = await app.dbRead(pageRejected(app.services.sql, { limit, state, ...(before === undefined ? {} : { before }) }))
+    return { items: page.items, next: page.lastId === null ? null : app.cursors.encode('rejected', [page.lastId, state]) }
+  })
+}
+
+export default rejected
