@@ -9,7 +9,7 @@ export interface paths {
         };
         /**
          * The PII audit log, newest first
-         * @description Every call of the PII routes and of POST /rejected/resubmit, allowed or refused. The log is append-only in the database.
+         * @description Every call of the PII routes and of POST /rejected/resubmit, allowed or refused; refusals beyond a rate are summarised as one row per window with their count (`calls`). The log is append-only in the database.
          */
         get: {
             parameters: {
@@ -39,9 +39,18 @@ export interface paths {
                                 action: string;
                                 /** Format: date-time */
                                 at: string;
+                                /** @description calls the row stands for: 1, or the count of refusals beyond the audit rate in one window */
+                                calls: number;
+                                /**
+                                 * Format: date-time
+                                 * @description first call of a summary row (its last is `at`)
+                                 */
+                                first_at: string | null;
                                 id: string;
                                 /** @description name of the API key; null when none was recognised */
                                 key_name: string | null;
+                                /** @description how input that could not be stored as sent was stored (escaped, truncated), or a summary */
+                                note: string | null;
                                 outcome: string;
                                 reason: string | null;
                                 request_id: string | null;

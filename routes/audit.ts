@@ -14,16 +14,19 @@ const AuditRecord = Type.Object({
   status: Type.Integer({ description: 'HTTP status of the answer' }),
   outcome: Type.String(),
   request_id: Type.Union([Type.String(), Type.Null()]),
+  calls: Type.Integer({ description: 'calls the row stands for: 1, or the count of refusals beyond the audit rate in one window' }),
+  first_at: Type.Union([Type.String({ format: 'date-time' }), Type.Null()], { description: 'first call of a summary row (its last is `at`)' }),
+  note: Type.Union([Type.String(), Type.Null()], { description: 'how input that could not be stored as sent was stored (escaped, truncated), or a summary' }),
 })
 
 const audit: FastifyPluginAsyncTypebox = async (app) => {
   app.get('/audit', {
     onRequest: app.requireScope('audit:read'),
-    config: { rateLimit: app.apiRateLimit },
+    preHandler: app.apiRateLimit,
     schema: {
       tags: ['pii'],
       summary: 'The PII audit log, newest first',
-      description: 'Every call of the PII routes and of POST /rejected/resubmit, allowed or refused. The log is append-only in the database.',
+      description: 'Every call of the PII routes and of POST /rejected/resubmit, allowed or refused; refusals beyond a rate are summarised as one row per window with their count (`calls`). The log is append-only in the database.',
       security: [{ bearer: [] }],
       querystring: Type.Object(
         {

@@ -17,10 +17,10 @@ const DrainReport = Type.Object({
 const ingest: FastifyPluginAsyncTypebox = async (app) => {
   app.post('/ingest', {
     onRequest: app.requireScope('ingest:run'),
-    config: { rateLimit: app.apiRateLimit },
-    // A scheduler's `curl -X POST` sends no body: treat it as {} (all defaults).
+    preHandler: app.apiRateLimit,
+    // A scheduler's `curl -X POST` sends no body: treat it as {} (all defaults). A JSON `null` is a body, and refused.
     preValidation: async (request) => {
-      request.body ??= {} as typeof request.body
+      if (request.body === undefined) request.body = {} as typeof request.body
     },
     schema: {
       tags: ['ingestion'],

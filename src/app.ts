@@ -3,7 +3,7 @@ import rateLimit from '@fastify/rate-limit'
 import swagger from '@fastify/swagger'
 import swaggerUi from '@fastify/swagger-ui'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
-import Fastify, { type FastifyError, type FastifyInstance, type FastifyServerOptions } from 'fastify'
+import Fastify, { type FastifyError, type FastifyInstance, type FastifyServerOptions, type preHandlerAsyncHookHandler } from 'fastify'
 import audit from '../routes/audit.ts'
 import healthz from '../routes/healthz.ts'
 import ingest from '../routes/ingest.ts'
@@ -14,12 +14,15 @@ import readyz from '../routes/readyz.ts'
 import rejected from '../routes/rejected/index.ts'
 import resubmit from '../routes/rejected/resubmit.ts'
 import erase from '../routes/users/_user_id/pii.ts'
+import { RefusalAudit } from './audit/refusals.ts'
 import type { Config } from './config.ts'
 import { withDeadline } from './db/deadline.ts'
 import { describeError, isUnavailableError } from './ingest/errors.ts'
 import type { WorkerOptions } from './ingest/worker.ts'
+import { serverOptions } from './http/server-options.ts'
 import type { CursorCodec } from './logins/cursor.ts'
 import authPlugin from './plugins/auth.ts'
+import inputPlugin from './plugins/input.ts'
 import metricsPlugin from './plugins/metrics.ts'
 import workerPlugin from './plugins/worker.ts'
 import { ErrorResponse } from './schemas/common.ts'
@@ -35,8 +38,10 @@ declare module 'fastify' {
     dbRead<T>(work: Promise<T>): Promise<T>
     /** aborted when the app starts closing, so long requests (POST /ingest) wind down */
     closing: AbortSignal
-    /** per-key rate limit of the API routes (health, readiness, metrics and docs have none) */
-    apiRateLimit: { max: number; timeWindow: number }
+    /** preHandler of every API route: one rate-limit bucket per key across them all (health, readiness, metrics and docs have none) */
+    apiRateLimit: preHandlerAsyncHookHandler
+    /** audits refusals of the PII routes at a bounded cost under a flood */
+    refusalAudit: RefusalAudit
     /** every route registered, as "method /url" (HEAD included), to check the document against */
     routeTable: string[]
   }
@@ -97,12 +102,7 @@ export async function buildApp({ config, services, logger }: BuildOptions): Prom
       : { logger: logger ?? loggerOptions(config) }),
     genReqId: () => crypto.randomUUID(),
     requestIdHeader: false,
-    // User ids may be 128 characters (as ingestion and the column allow), longer when encoded:
-    // the default 100 made DELETE /users/{user_id}/pii answer 414, unaudited, for valid ids.
-    // Longer ids reach the route schema and get an audited 400.
-    routerOptions: { maxParamLength: 1000 },
-    // Refuse unknown query parameters and body fields instead of silently dropping them.
-    ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', useDefaults: true, allErrors: false } },
+    ...serverOptions(config),
   }).withTypeProvider<TypeBoxTypeProvider>()
 
   const workerOptions: WorkerOptions = {
@@ -122,7 +122,9 @@ export async function buildApp({ config, services, logger }: BuildOptions): Prom
   const closing = new AbortController()
   app.decorate('closing', closing.signal)
   app.addHook('preClose', async () => closing.abort())
-  app.decorate('apiRateLimit', { max: config.RATE_LIMIT_PER_MINUTE, timeWindow: 60_000 })
+  const refusals = new RefusalAudit(services.sql, { perWindow: config.AUDIT_REFUSALS_PER_WINDOW, windowMs: config.AUDIT_REFUSAL_WINDOW_MS }, app.log)
+  app.decorate('refusalAudit', refusals)
+  app.addHook('onClose', () => refusals.close())
   app.addSchema(ErrorResponse)
   app.addSchema(Login)
   app.addSchema(LoginPage)
@@ -186,12 +188,15 @@ export async function buildApp({ config, services, logger }: BuildOptions): Prom
       },
     },
   })
-  await app.register(rateLimit, {
-    global: false,
-    hook: 'preHandler',
-    // Per API key: authentication ran on onRequest, so only known keys reach this hook.
+  await app.register(rateLimit, { global: false })
+  // One limiter, so one bucket per API key across all the API routes (a limit in each route's
+  // config would give each route a store of its own). Authentication ran on onRequest, so only
+  // known keys reach this preHandler.
+  app.decorate('apiRateLimit', app.rateLimit({
+    max: config.RATE_LIMIT_PER_MINUTE,
+    timeWindow: 60_000,
     keyGenerator: (request) => request.apiKey?.name ?? request.ip,
-  })
+  }) as preHandlerAsyncHookHandler)
   await app.register(swagger, {
     openapi: {
       openapi: '3.0.3',
@@ -220,7 +225,8 @@ export async function buildApp({ config, services, logger }: BuildOptions): Prom
     transformObject: (document) => ('openapiObject' in document ? examplesNotValues(optionalDefaults(document.openapiObject)) : document.swaggerObject),
   })
   await app.register(swaggerUi, { routePrefix: '/docs', staticCSP: false })
-  await app.register(authPlugin, { keys: services.apiKeys })
+  await app.register(authPlugin, { keys: services.apiKeys, failuresPerMinute: config.AUTH_FAILURES_PER_MINUTE })
+  await app.register(inputPlugin)
   await app.register(workerPlugin, { services, enabled: config.WORKER_ENABLED, worker: workerOptions, retentionDays: config.PII_RETENTION_DAYS, progressIntervalMs: config.INGEST_PROGRESS_INTERVAL_MS })
   await app.register(metricsPlugin)
   for (const route of [healthz, readyz, logins, duplicates, piiRoute, erase, audit, ingest, rejected, resubmit]) await app.register(route)

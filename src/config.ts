@@ -1,6 +1,8 @@
 import { Type, type Static } from 'typebox'
 import { Value } from 'typebox/value'
 
+const PROXY_ADDRESS = '(loopback|linklocal|uniquelocal|[0-9a-fA-F.:]+(/[0-9]{1,3})?)'
+
 /**
  * The environment the service reads, as one TypeBox schema. Every variable users may set is
  * here; README.md documents each one. Values arrive as strings and are converted by the schema.
@@ -33,12 +35,29 @@ export const EnvSchema = Type.Object({
   API_KEYS: Type.Optional(Type.String()),
   PII_RETENTION_DAYS: Type.Optional(Type.Integer({ minimum: 1, maximum: 36_500 })),
   RATE_LIMIT_PER_MINUTE: Type.Integer({ minimum: 1, maximum: 1_000_000, default: 600 }),
+  AUTH_FAILURES_PER_MINUTE: Type.Integer({ minimum: 1, maximum: 1_000_000, default: 30 }),
+  AUDIT_REFUSALS_PER_WINDOW: Type.Integer({ minimum: 1, maximum: 1_000_000, default: 20 }),
+  AUDIT_REFUSAL_WINDOW_MS: Type.Integer({ minimum: 100, maximum: 3_600_000, default: 60_000 }),
+  HTTP_REQUEST_TIMEOUT_MS: Type.Integer({ minimum: 1000, maximum: 600_000, default: 30_000 }),
+  TRUST_PROXY: Type.String({
+    pattern: `^(true|false|[0-9]+|${PROXY_ADDRESS}(\\s*,\\s*${PROXY_ADDRESS})*)$`,
+    default: 'false',
+    description: 'true, false, a number of hops, or addresses/CIDRs separated by commas',
+  }),
 
   DATA_DIR: Type.String({ minLength: 1, default: '.data' }),
   SHUTDOWN_GRACE_MS: Type.Integer({ minimum: 1000, maximum: 600_000, default: 25_000 }),
 })
 
 export type Config = Readonly<Static<typeof EnvSchema>>
+
+/** TRUST_PROXY as Fastify's `trustProxy` takes it (a number of hops: the nearest ones are trusted). */
+export function trustProxy(value: string): boolean | string | ((address: string, hop: number) => boolean) {
+  if (value === 'true' || value === 'false') return value === 'true'
+  if (!/^[0-9]+$/.test(value)) return value
+  const hops = Number(value)
+  return (_address, hop) => hop < hops
+}
 
 export class ConfigError extends Error {
   readonly code = 'CONFIG_INVALID'

@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
-import type { FastifyInstance, InjectOptions, LightMyRequestResponse } from 'fastify'
+import type { InjectOptions, LightMyRequestResponse } from 'fastify'
 import fc from 'fast-check'
 import { sampleBodies, sendBodies } from '../src/embedded/samples.ts'
 import { build } from './helper.ts'
-import { bearer, isErrorBody } from './routes-helpers.ts'
+import { bearer, buildRequest, documentOf, documented, exampleOf, isErrorBody, valueOf, type Operation } from './routes-helpers.ts'
 
 /*
  * The served OpenAPI document against the app: every operation's documented example request
@@ -12,87 +12,6 @@ import { bearer, isErrorBody } from './routes-helpers.ts'
  * as required is required and nothing else is; and generated requests (random query strings,
  * path values, headers and bodies) never get a 500, and every refusal has the error shape.
  */
-
-interface Parameter {
-  in: 'query' | 'path' | 'header' | 'cookie'
-  name: string
-  required?: boolean
-  example?: unknown
-  /** shown by Swagger UI as an example, not filled into "Try it out" */
-  'x-example'?: unknown
-  examples?: Record<string, { value: unknown }>
-  schema?: { example?: unknown; examples?: unknown[]; default?: unknown; enum?: unknown[] }
-}
-
-interface Operation {
-  summary?: string
-  security?: unknown[]
-  parameters?: Parameter[]
-  requestBody?: { required?: boolean; content: Record<string, { example?: unknown; examples?: Record<string, { value: unknown }>; schema?: unknown }> }
-  responses: Record<string, unknown>
-}
-
-interface Document {
-  paths: Record<string, Record<string, Operation>>
-}
-
-function exampleOf(parameter: Parameter): unknown {
-  if (parameter.example !== undefined) return parameter.example
-  if (parameter['x-example'] !== undefined) return parameter['x-example']
-  const named = parameter.examples === undefined ? undefined : Object.values(parameter.examples)[0]
-  if (named !== undefined) return named.value
-  if (parameter.schema?.example !== undefined) return parameter.schema.example
-  if (parameter.schema?.examples?.[0] !== undefined) return parameter.schema.examples[0]
-  return undefined
-}
-
-/** The value a request uses for a parameter: its example, else (when required) its default. */
-function valueOf(parameter: Parameter): string | undefined {
-  const value = exampleOf(parameter) ?? (parameter.required === true ? parameter.schema?.default ?? parameter.schema?.enum?.[0] : undefined)
-  return value === undefined ? undefined : String(value)
-}
-
-interface Built {
-  request: InjectOptions
-  /** the parameters the request carries, by place and name */
-  used: Parameter[]
-}
-
-function buildRequest(path: string, method: string, operation: Operation, token: string, omit?: Parameter): Built {
-  const used: Parameter[] = []
-  let url = path
-  const query = new URLSearchParams()
-  const headers: Record<string, string> = operation.security === undefined ? {} : bearer(token)
-  for (const parameter of operation.parameters ?? []) {
-    if (parameter === omit) continue
-    const value = valueOf(parameter)
-    if (parameter.in === 'path') {
-      assert.ok(value !== undefined, `${method.toUpperCase()} ${path}: path parameter ${parameter.name} has an example`)
-      url = url.replace(`{${parameter.name}}`, encodeURIComponent(value))
-      continue
-    }
-    if (value === undefined) continue
-    used.push(parameter)
-    if (parameter.in === 'query') query.set(parameter.name, value)
-    if (parameter.in === 'header') headers[parameter.name] = value
-  }
-  const request: InjectOptions = { method: method.toUpperCase() as InjectOptions['method'], url: `${url}${query.size > 0 ? `?${query}` : ''}`, headers }
-  const json = operation.requestBody?.content['application/json']
-  if (json !== undefined) {
-    const example = json.example ?? (json.examples === undefined ? undefined : Object.values(json.examples)[0]?.value)
-    if (example !== undefined) request.payload = example as InjectOptions['payload']
-  }
-  return { request, used }
-}
-
-const documented = (operation: Operation, status: number): boolean =>
-  operation.responses[String(status)] !== undefined || operation.responses.default !== undefined
-
-async function documentOf(app: FastifyInstance): Promise<Document> {
-  const response = await app.inject({ url: '/docs/json' })
-  assert.equal(response.statusCode, 200)
-  return response.json<Document>()
-}
 
 test('documented examples and generated requests against the app', async (t) => {
   const { app, tokens, queue } = await build(t, { env: { RATE_LIMIT_PER_MINUTE: '1000000' } })

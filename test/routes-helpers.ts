@@ -1,7 +1,7 @@
 import { randomBytes, randomUUID } from 'node:crypto'
 import type { TestContext } from 'node:test'
-import type { FastifyInstance } from 'fastify'
-import type { LightMyRequestResponse } from 'fastify'
+import assert from 'node:assert/strict'
+import type { FastifyInstance, InjectOptions, LightMyRequestResponse } from 'fastify'
 import type { Sql } from 'postgres'
 import { buildApp } from '../src/app.ts'
 import { createSql } from '../src/db/sql.ts'
@@ -125,4 +125,91 @@ export async function proxiedApp(t: TestContext, env: Record<string, string> = {
   const app = (held.app = await buildApp({ config, services, logger }))
   await app.ready()
   return { app, proxy, sql, services, tokens: api.tokens, queue }
+}
+
+// ---- requests built from the served OpenAPI document (routes-examples, hardening) ----------
+
+export interface Parameter {
+  in: 'query' | 'path' | 'header' | 'cookie'
+  name: string
+  required?: boolean
+  example?: unknown
+  /** shown by Swagger UI as an example, not filled into "Try it out" */
+  'x-example'?: unknown
+  examples?: Record<string, { value: unknown }>
+  schema?: { example?: unknown; examples?: unknown[]; default?: unknown; enum?: unknown[] }
+}
+
+export interface Operation {
+  summary?: string
+  security?: unknown[]
+  /** the scopes the route's requireScope hook demands (added by the auth plugin) */
+  'x-scopes'?: string[]
+  /** the audit action of an audited route */
+  'x-audit-action'?: string
+  parameters?: Parameter[]
+  requestBody?: { required?: boolean; content: Record<string, { example?: unknown; examples?: Record<string, { value: unknown }>; schema?: unknown }> }
+  responses: Record<string, unknown>
+}
+
+export interface Document {
+  paths: Record<string, Record<string, Operation>>
+}
+
+export function exampleOf(parameter: Parameter): unknown {
+  if (parameter.example !== undefined) return parameter.example
+  if (parameter['x-example'] !== undefined) return parameter['x-example']
+  const named = parameter.examples === undefined ? undefined : Object.values(parameter.examples)[0]
+  if (named !== undefined) return named.value
+  if (parameter.schema?.example !== undefined) return parameter.schema.example
+  if (parameter.schema?.examples?.[0] !== undefined) return parameter.schema.examples[0]
+  return undefined
+}
+
+/** The value a request uses for a parameter: its example, else (when required) its default. */
+export function valueOf(parameter: Parameter): string | undefined {
+  const value = exampleOf(parameter) ?? (parameter.required === true ? parameter.schema?.default ?? parameter.schema?.enum?.[0] : undefined)
+  return value === undefined ? undefined : String(value)
+}
+
+export interface Built {
+  request: InjectOptions
+  /** the parameters the request carries, by place and name */
+  used: Parameter[]
+}
+
+export function buildRequest(path: string, method: string, operation: Operation, token: string, omit?: Parameter): Built {
+  const used: Parameter[] = []
+  let url = path
+  const query = new URLSearchParams()
+  const headers: Record<string, string> = operation.security === undefined ? {} : bearer(token)
+  for (const parameter of operation.parameters ?? []) {
+    if (parameter === omit) continue
+    const value = valueOf(parameter)
+    if (parameter.in === 'path') {
+      assert.ok(value !== undefined, `${method.toUpperCase()} ${path}: path parameter ${parameter.name} has an example`)
+      url = url.replace(`{${parameter.name}}`, encodeURIComponent(value))
+      continue
+    }
+    if (value === undefined) continue
+    used.push(parameter)
+    if (parameter.in === 'query') query.set(parameter.name, value)
+    if (parameter.in === 'header') headers[parameter.name] = value
+  }
+  const request: InjectOptions = { method: method.toUpperCase() as InjectOptions['method'], url: `${url}${query.size > 0 ? `?${query}` : ''}`, headers }
+  const json = operation.requestBody?.content['application/json']
+  if (json !== undefined) {
+    const example = json.example ?? (json.examples === undefined ? undefined : Object.values(json.examples)[0]?.value)
+    if (example !== undefined) request.payload = example as InjectOptions['payload']
+  }
+  return { request, used }
+}
+
+export const documented = (operation: Operation, status: number): boolean =>
+  operation.responses[String(status)] !== undefined || operation.responses.default !== undefined
+
+export async function documentOf(app: FastifyInstance): Promise<Document> {
+  const response = await app.inject({ url: '/docs/json' })
+  assert.equal(response.statusCode, 200)
+  return response.json<Document>()
 }

@@ -155,7 +155,9 @@ test('PII recovery and its audit log', async (t) => {
 
   await t.test('GET /audit: newest first, paged, filtered, equal to the table', async () => {
     const table = await services.sql<AuditItem[]>`
-      SELECT id::text AS id, action, key_name, target, reason, status, outcome, request_id FROM audit_log ORDER BY audit_log.id DESC`
+      SELECT id::text AS id, action, key_name, target, reason, status, outcome, request_id, calls,
+             to_char(first_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS first_at, note
+      FROM audit_log ORDER BY audit_log.id DESC`
     assert.ok(table.length >= 15)
 
     const walk = async (query: string, limit: number): Promise<AuditItem[]> => {

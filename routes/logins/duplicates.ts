@@ -13,7 +13,7 @@ const Duplicate = Type.Object({
 const duplicates: FastifyPluginAsyncTypebox = async (app) => {
   app.get('/logins/duplicates', {
     onRequest: app.requireScope('logins:read'),
-    config: { rateLimit: app.apiRateLimit },
+    preHandler: app.apiRateLimit,
     schema: {
       tags: ['logins'],
       summary: 'Masked ips and device ids seen more than once',

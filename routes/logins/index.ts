@@ -28,7 +28,7 @@ export const LoginsQuery = Type.Object(
 const logins: FastifyPluginAsyncTypebox = async (app) => {
   app.get('/logins', {
     onRequest: app.requireScope('logins:read'),
-    config: { rateLimit: app.apiRateLimit },
+    preHandler: app.apiRateLimit,
     schema: {
       tags: ['logins'],
       summary: 'List masked logins, newest first, with filters',

@@ -18,7 +18,7 @@ const RejectedRecord = Type.Object({
 const rejected: FastifyPluginAsyncTypebox = async (app) => {
   app.get('/rejected', {
     onRequest: app.requireScope('rejected:read'),
-    config: { rateLimit: app.apiRateLimit },
+    preHandler: app.apiRateLimit,
     schema: {
       tags: ['ingestion'],
       summary: 'Rejected messages, newest first (never their bodies)',

@@ -1,6 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
-import { REASON_HEADER, auditRefusals, auditSuccess, type AuditTarget } from '../../src/audit/hooks.ts'
+import { REASON_HEADER, audited, auditSuccess, type AuditTarget } from '../../src/audit/hooks.ts'
 import { isUnavailableError } from '../../src/ingest/errors.ts'
 import { ResubmitFailedError, resubmitRejected } from '../../src/ingest/rejected.ts'
 import { parseId } from '../../src/logins/cursor.ts'
@@ -14,15 +14,20 @@ const AUDIT: AuditTarget = {
   },
 }
 
+const hooks = audited(AUDIT)
+
 const resubmit: FastifyPluginAsyncTypebox = async (app) => {
   app.post('/rejected/resubmit', {
     onRequest: app.requireScope('rejected:resubmit'),
-    config: { rateLimit: app.apiRateLimit },
-    onSend: auditRefusals(app.services.sql, AUDIT),
-    // `curl -X POST` with no body means all defaults.
-    preValidation: async (request) => {
-      request.body ??= {} as typeof request.body
-    },
+    preHandler: app.apiRateLimit,
+    onSend: hooks.onSend,
+    preValidation: [
+      hooks.preValidation,
+      // `curl -X POST` with no body means all defaults.
+      async (request) => {
+        request.body ??= {} as typeof request.body
+      },
+    ],
     schema: {
       tags: ['ingestion'],
       summary: 'Send rejected messages back to the queue after a fix (audited)',

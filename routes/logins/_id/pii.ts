@@ -1,6 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
-import { REASON_HEADER, auditRefusals, auditSuccess, auditUnavailable, type AuditTarget } from '../../../src/audit/hooks.ts'
+import { REASON_HEADER, audited, auditSuccess, auditUnavailable, type AuditTarget } from '../../../src/audit/hooks.ts'
 import { describeError } from '../../../src/ingest/errors.ts'
 import { parseId } from '../../../src/logins/cursor.ts'
 import { readOriginals } from '../../../src/logins/store.ts'
@@ -8,14 +8,14 @@ import { authErrors, badRequest, errorRef } from '../../../src/schemas/common.ts
 
 const AUDIT: AuditTarget = {
   action: 'pii.read',
-  target: (request) => (request.params as { id?: string } | undefined)?.id?.slice(0, 40) ?? null,
+  target: (request) => (request.params as { id?: string } | undefined)?.id ?? null,
 }
 
 const pii: FastifyPluginAsyncTypebox = async (app) => {
   app.get('/logins/:id/pii', {
     onRequest: app.requireScope('pii:read'),
-    config: { rateLimit: app.apiRateLimit },
-    onSend: auditRefusals(app.services.sql, AUDIT),
+    preHandler: app.apiRateLimit,
+    ...audited(AUDIT),
     schema: {
       tags: ['pii'],
       summary: 'The original ip and device_id of one row (audited)',

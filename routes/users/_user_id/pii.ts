@@ -1,20 +1,20 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
-import { REASON_HEADER, auditRefusals, auditSuccess, type AuditTarget } from '../../../src/audit/hooks.ts'
+import { REASON_HEADER, audited, auditSuccess, type AuditTarget } from '../../../src/audit/hooks.ts'
 import { describeError } from '../../../src/ingest/errors.ts'
 import { eraseUserPii } from '../../../src/pii/erasure.ts'
 import { authErrors } from '../../../src/schemas/common.ts'
 
 const AUDIT: AuditTarget = {
   action: 'pii.erase',
-  target: (request) => (request.params as { user_id?: string } | undefined)?.user_id?.slice(0, 128) ?? null,
+  target: (request) => (request.params as { user_id?: string } | undefined)?.user_id ?? null,
 }
 
 const erase: FastifyPluginAsyncTypebox = async (app) => {
   app.delete('/users/:user_id/pii', {
     onRequest: app.requireScope('pii:erase'),
-    config: { rateLimit: app.apiRateLimit },
-    onSend: auditRefusals(app.services.sql, AUDIT),
+    preHandler: app.apiRateLimit,
+    ...audited(AUDIT),
     schema: {
       tags: ['pii'],
       summary: "Erase one user's originals for good (crypto-shredding, audited)",
