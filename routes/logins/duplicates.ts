@@ -31,11 +31,11 @@ const duplicates: FastifyPluginAsyncTypebox = async (app) => {
           bits: Type.Optional(Type.Integer({
             minimum: 8,
             maximum: 128,
-            description: 'with field=ip_network: network prefix length (IPv4 8-32, IPv6 16-128); default 24',
+            description: 'with field=ip_network: network prefix length (IPv4 8-32, IPv6 16-128); default 24; ignored for the other fields',
             examples: [24],
           })),
           family: Type.Optional(Type.Union([Type.Literal(4), Type.Literal(6)], {
-            description: 'with field=ip_network: IPv4 or IPv6 networks; default 4 when bits <= 32, 6 otherwise',
+            description: 'with field=ip_network: IPv4 or IPv6 networks; default 4 when bits <= 32, 6 otherwise; ignored for the other fields',
           })),
           min_count: Type.Integer({ minimum: 2, maximum: 1_000_000, default: 2, description: 'least number of rows', examples: [2] }),
           limit: Limit,
@@ -62,8 +62,6 @@ const duplicates: FastifyPluginAsyncTypebox = async (app) => {
         return reply.code(400).send(badRequest(`querystring/bits must be from ${range.min} to ${range.max} for IPv${ipFamily} networks`))
       }
       networks = { keyId: prefixer.keyId, family: ipFamily, bits: length }
-    } else if (bits !== undefined || family !== undefined) {
-      return reply.code(400).send(badRequest(`querystring/${bits !== undefined ? 'bits' : 'family'} applies only with field=ip_network`))
     }
     let after
     if (cursor !== undefined) {
