@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict'
+import { spawn } from 'node:child_process'
 import { randomBytes, randomUUID } from 'node:crypto'
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
@@ -9,10 +10,12 @@ import { ConfigError, loadConfig } from '../src/config.ts'
 import { sendBodies } from '../src/embedded/samples.ts'
 import { loadOrCreateEmbeddedSecrets } from '../src/embedded/secrets.ts'
 import { applyRetention } from '../src/pii/erasure.ts'
-import { IpPrefixer, parseIpPrefixKeys } from '../src/pii/ip-prefix.ts'
+import type { QueueMessage } from '../src/ingest/pipeline.ts'
+import { IpPrefixer, parseIpPrefixKeys, pseudonymAddress } from '../src/pii/ip-prefix.ts'
+import { retireIpPrefixKey, rotateIpPrefixKey } from '../src/pii/ip-prefix-rotation.ts'
 import { KeyMismatchError } from '../src/pii/key-registry.ts'
 import { prepareDatabase } from '../src/prepare.ts'
-import { build, randomKeyring, testKeys, type TestServices } from './helper.ts'
+import { build, needsServer, randomKeyring, testKeys, testQueue, testServices, type TestServices } from './helper.ts'
 import { ingestBodies, loginRecord, receiveMessages, type LoginRecord } from './ingest-helpers.ts'
 
 /*
@@ -302,4 +305,92 @@ test('without IP_PREFIX_KEYS: no pseudonyms, and the network filter and report s
     assert.equal(response.statusCode, 400, url)
     assert.match(response.json<{ message: string }>().message, /needs IP_PREFIX_KEYS, which this service is not configured with/)
   }
+})
+
+test('rotate-keys --ip-prefix: moves every pseudonym to the new key from the vault, resumably; retiring the old key', async (t) => {
+  const p1 = prefixKey('p1')
+  const p2 = prefixKey('p2')
+  const before = testKeys(undefined, undefined, `${p1},${p2}`)
+  const queue = await testQueue(t)
+  const old = await testServices(t, queue.queue, { keys: before })
+  const ips = Array.from({ length: 25 }, (_, i) => (i % 5 === 4 ? `2001:db8:${i}::${i}` : `10.${i % 3}.${i % 2}.${i}`))
+  const messages = ips.map((ip): QueueMessage => ({
+    messageId: randomUUID(),
+    receiptHandle: 'unused',
+    body: JSON.stringify(loginRecord({ ip })),
+    sentAt: new Date(),
+    receiveCount: 1,
+  }))
+  await old.pipeline.process(messages)
+  const ipOf = new Map(messages.map((m, i) => [m.messageId, ips[i] as string]))
+  const rows = () => old.sql<{ message_id: string; masked_ip_prefix: string | null; ip_prefix_net: string | null }[]>`
+    SELECT message_id, masked_ip_prefix, ip_prefix_net::text AS ip_prefix_net FROM user_logins ORDER BY id`
+  assert.ok((await rows()).every((r) => r.masked_ip_prefix?.startsWith('p1:')))
+
+  // p2 goes first on every replica; then the backfill.
+  const after = testKeys(before.MASK_KEYS, before.VAULT_MASTER_KEYS, `${p2},${p1}`)
+  const next = await testServices(t, queue.queue, { keys: after, db: old.db })
+  const prefixer = next.ipPrefixer
+  assert.ok(prefixer)
+  const deps = { sql: next.sql, prefixer, vault: next.vault, log: { info: () => {} } }
+  await assert.rejects(rotateIpPrefixKey({ ...deps, prefixer: old.ipPrefixer as IpPrefixer }, 'p2'), /must be the first \(active\) key/)
+  await assert.rejects(rotateIpPrefixKey(deps, 'p3'), /key p3 is not configured/)
+  await assert.rejects(retireIpPrefixKey(next.sql, 'p1', 'p2'), /still pseudonymises 25 rows/)
+
+  const partial = await rotateIpPrefixKey(deps, 'p2', { batchSize: 10, stopAfterBatches: 1 })
+  assert.deepEqual(partial, { to: 'p2', repseudonymised: 10, withoutOriginals: 0, done: false })
+  // A login ingested during the rotation is written under p2 at once.
+  const live: QueueMessage = { messageId: randomUUID(), receiptHandle: 'unused', body: JSON.stringify(loginRecord({ ip: '10.0.0.99' })), sentAt: new Date(), receiveCount: 1 }
+  await next.pipeline.process([live])
+  ipOf.set(live.messageId, '10.0.0.99')
+  const midway = await rows()
+  assert.equal(midway.filter((r) => r.masked_ip_prefix?.startsWith('p2:')).length, 11)
+
+  const done = await rotateIpPrefixKey(deps, 'p2', { batchSize: 10 })
+  assert.deepEqual(done, { to: 'p2', repseudonymised: 25, withoutOriginals: 0, done: true }, 'resumed where it stopped: each row moved once')
+  const final = await rows()
+  for (const row of final) {
+    const ip = ipOf.get(row.message_id) ?? ''
+    assert.equal(row.masked_ip_prefix, prefixer.pseudonym(ip, 'p2'))
+    const address = pseudonymAddress(row.masked_ip_prefix) ?? ''
+    assert.equal(row.ip_prefix_net, `${address}/${address.includes(':') ? 128 : 32}`)
+  }
+  assert.deepEqual(await rotateIpPrefixKey(deps, 'p2'), { to: 'p2', repseudonymised: 0, withoutOriginals: 0, done: true }, 'running it again does nothing')
+
+  await retireIpPrefixKey(next.sql, 'p1', 'p2')
+  await assert.rejects(retireIpPrefixKey(next.sql, 'p2', 'p2'), /is the active one/)
+  // p1 can now leave IP_PREFIX_KEYS: the service starts with p2 alone.
+  await prepareDatabase(next.sql, { mask: after.mask, master: after.master, ipPrefix: parseIpPrefixKeys(p2) })
+})
+
+test('npm run rotate-keys -- --ip-prefix p2 (the command itself)', { skip: needsServer }, async (t) => {
+  const p1 = prefixKey('p1')
+  const p2 = prefixKey('p2')
+  const before = testKeys(undefined, undefined, p1)
+  const queue = await testQueue(t)
+  const old = await testServices(t, queue.queue, { keys: before })
+  await old.pipeline.process(Array.from({ length: 12 }, (): QueueMessage => ({
+    messageId: randomUUID(), receiptHandle: 'unused', body: JSON.stringify(loginRecord()), sentAt: new Date(), receiveCount: 1,
+  })))
+  const run = (args: string[], IP_PREFIX_KEYS: string) => new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/rotate-keys.ts', ...args], {
+      env: { ...process.env, DATABASE_URL: old.db.url, MASK_KEYS: before.MASK_KEYS, VAULT_MASTER_KEYS: before.VAULT_MASTER_KEYS, IP_PREFIX_KEYS, LOG_LEVEL: 'silent' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    })
+    let stdout = ''
+    let stderr = ''
+    child.stdout.on('data', (chunk: Buffer) => { stdout += chunk.toString() })
+    child.stderr.on('data', (chunk: Buffer) => { stderr += chunk.toString() })
+    child.on('close', (code) => resolve({ code, stdout, stderr }))
+  })
+  const refused = await run(['--ip-prefix', 'p2'], `${p1},${p2}`)
+  assert.equal(refused.code, 1)
+  assert.match(refused.stderr, /key p2 must be the first \(active\) key/)
+  const moved = await run(['--ip-prefix', 'p2', '--batch-size', '5'], `${p2},${p1}`)
+  assert.equal(moved.code, 0, moved.stderr)
+  assert.deepEqual(JSON.parse(moved.stdout.trim().split('\n').at(-1) ?? ''), { to: 'p2', repseudonymised: 12, withoutOriginals: 0, done: true })
+  const retired = await run(['--retire-ip-prefix', 'p1'], `${p2},${p1}`)
+  assert.equal(retired.code, 0, retired.stderr)
+  const [row] = await old.sql<{ n: number }[]>`SELECT count(*)::int AS n FROM user_logins WHERE starts_with(masked_ip_prefix, 'p2:')`
+  assert.equal(row?.n, 12)
 })
