@@ -63,13 +63,13 @@ const logins: FastifyPluginAsyncTypebox = async (app) => {
       if (encoded === null) return reply.code(400).send(badRequest(`querystring/${name} must be a dotted version such as 2.3.0 (parts 0-999)`))
       versions[name] = encoded
     }
-    let network: { keyId: string; cidr: string } | undefined
+    let network: { keyId: string; first: string; last: string } | undefined
     if (ip_network !== undefined) {
       const prefixer = app.services.ipPrefixer
       if (prefixer === null) return reply.code(400).send(badRequest('querystring/ip_network needs IP_PREFIX_KEYS, which this service is not configured with'))
       const parsed = parsePseudonymNetwork(ip_network, prefixer)
       if (typeof parsed === 'string') return reply.code(400).send(badRequest(`querystring/ip_network ${parsed}`))
-      network = { keyId: parsed.keyId, cidr: parsed.cidr }
+      network = { keyId: parsed.keyId, first: parsed.first, last: parsed.last }
     }
     const page = await app.dbRead(listLogins(app.services.sql, {
       limit, ...filters, ...versions, ...(before === undefined ? {} : { before }), ...(network === undefined ? {} : { ip_network: network }),

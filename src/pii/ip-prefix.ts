@@ -29,6 +29,9 @@ export class IpPrefixKeyError extends Error {
 export interface PseudonymNetwork {
   /** the network in PostgreSQL's inet text, host bits cleared */
   cidr: string
+  /** its lowest and highest address: the bounds of a range scan over the stored host addresses */
+  first: string
+  last: string
   family: 4 | 6
   bits: number
 }
@@ -110,8 +113,9 @@ export function parsePseudonymNetwork(text: string, prefixer: IpPrefixer): (Pseu
   const bitsText = text.slice(slash + 1)
   const bits = /^\d{1,3}$/.test(bitsText) ? Number(bitsText) : Number.NaN
   if (!(bits >= range.min && bits <= range.max)) return `bits after the / must be an integer from ${range.min} to ${range.max} for an IPv${family} network`
-  const network = family === 4
-    ? ipaddr.IPv4.networkAddressFromCIDR(`${canonical}/${bits}`).toString()
-    : ipaddr.IPv6.networkAddressFromCIDR(`${canonical}/${bits}`).toRFC5952String()
-  return { keyId, cidr: `${network}/${bits}`, family, bits }
+  const cidr = `${canonical}/${bits}`
+  const [first, last] = family === 4
+    ? [ipaddr.IPv4.networkAddressFromCIDR(cidr).toString(), ipaddr.IPv4.broadcastAddressFromCIDR(cidr).toString()]
+    : [ipaddr.IPv6.networkAddressFromCIDR(cidr).toRFC5952String(), ipaddr.IPv6.broadcastAddressFromCIDR(cidr).toRFC5952String()]
+  return { keyId, cidr: `${first}/${bits}`, first, last, family, bits }
 }
