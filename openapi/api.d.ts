@@ -330,6 +330,8 @@ export interface paths {
                     /** @description last create_date, inclusive (YYYY-MM-DD) */
                     date_to?: string;
                     device_type?: string;
+                    /** @description rows whose masked_ip_prefix lies in this network of pseudonyms: <pseudonym>/<bits> (IPv4 8-32, IPv6 16-128), optionally <key id>:<pseudonym>/<bits> as GET /logins/duplicates?field=ip_network prints it; needs IP_PREFIX_KEYS */
+                    ip_network?: string;
                     /** @description page size, 1-1000 */
                     limit?: number;
                     locale?: string;
@@ -552,14 +554,19 @@ export interface paths {
         };
         /**
          * Masked ips and device ids seen more than once
-         * @description Most frequent first, then by field and value; paged with `next`.
+         * @description Most frequent first, then by field and value; paged with `next`. With field=ip_network (needs IP_PREFIX_KEYS): networks of prefix-preserving ip pseudonyms, `bits` long, seen with more than one user.
          */
         get: {
             parameters: {
                 query?: {
+                    /** @description with field=ip_network: network prefix length (IPv4 8-32, IPv6 16-128); default 24; ignored for the other fields */
+                    bits?: number;
                     /** @description the `next` value of the previous page (opaque, signed) */
                     cursor?: string;
-                    field?: "ip" | "device_id" | "all";
+                    /** @description with field=ip_network: IPv4 or IPv6 networks; default 4 when bits <= 32, 6 otherwise; ignored for the other fields */
+                    family?: 4 | 6;
+                    /** @description all = ip and device_id; ip_network is reported on its own */
+                    field?: "ip" | "device_id" | "all" | "ip_network";
                     /** @description page size, 1-1000 */
                     limit?: number;
                     /** @description least number of rows */
@@ -581,7 +588,8 @@ export interface paths {
                             items: {
                                 /** @description rows with this masked value */
                                 count: number;
-                                field: "ip" | "device_id";
+                                field: "ip" | "device_id" | "ip_network";
+                                /** @description the mask; for ip_network, <key id>:<network of pseudonyms>/<bits>, usable as GET /logins?ip_network= */
                                 masked_value: string;
                                 /** @description distinct user_id among them */
                                 users: number;
@@ -1186,6 +1194,8 @@ export interface components {
             masked_device_id: string | null;
             /** @description <key id>:<base64url HMAC-SHA256> */
             masked_ip: string | null;
+            /** @description <key id>:<prefix-preserving pseudonym of the ip (ipcrypt-pfx)>; null when IP_PREFIX_KEYS is off, the ip is not an address, or its originals were erased */
+            masked_ip_prefix: string | null;
             /** @description SQS message id; null for rows that predate the service */
             message_id: string | null;
             user_id: string | null;

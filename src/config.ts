@@ -32,6 +32,7 @@ export const EnvSchema = Type.Object({
 
   MASK_KEYS: Type.Optional(Type.String({ minLength: 1 })),
   VAULT_MASTER_KEYS: Type.Optional(Type.String({ minLength: 1 })),
+  IP_PREFIX_KEYS: Type.Optional(Type.String({ minLength: 1 })),
   API_KEYS: Type.Optional(Type.String()),
   PII_RETENTION_DAYS: Type.Optional(Type.Integer({ minimum: 1, maximum: 36_500 })),
   RATE_LIMIT_PER_MINUTE: Type.Integer({ minimum: 1, maximum: 1_000_000, default: 600 }),

@@ -29,6 +29,7 @@ export async function openApiDocument(): Promise<unknown> {
       queue: new LoginQueue(new SQSClient({ region: 'us-east-1', endpoint: 'http://127.0.0.1:1' }), 'http://127.0.0.1:1/q'),
       dlq: null,
       masker,
+      ipPrefixer: null,
       vault,
       pipeline: new LoginPipeline(sql, masker, vault),
       apiKeys: [],

@@ -9,7 +9,7 @@ import { initMaskKeyState } from './pii/mask-keys.ts'
  * are the ones the data was written with, and the database knows which mask key is current.
  * Returns the migrations it applied.
  */
-export async function prepareDatabase(sql: Sql, keys: { mask: Keyring; master: Keyring }): Promise<string[]> {
+export async function prepareDatabase(sql: Sql, keys: { mask: Keyring; master: Keyring; ipPrefix?: Keyring | null }): Promise<string[]> {
   const applied = await migrate(sql)
   await verifyKeyFingerprints(sql, keys)
   await initMaskKeyState(sql, keys.mask)

@@ -9,6 +9,7 @@ import { CursorCodec } from './logins/cursor.ts'
 import { LoginPipeline } from './ingest/pipeline.ts'
 import { LoginQueue } from './ingest/queue.ts'
 import { parseKeyring, type Keyring } from './pii/keys.ts'
+import { IpPrefixer, parseIpPrefixKeys } from './pii/ip-prefix.ts'
 import { Masker } from './pii/mask.ts'
 import { Vault, keyringProvider } from './pii/vault.ts'
 import { prepareDatabase } from './prepare.ts'
@@ -20,6 +21,8 @@ export interface Services {
   /** the dead-letter queue, watched for the depth metric; null when not configured */
   dlq: LoginQueue | null
   masker: Masker
+  /** prefix-preserving ip pseudonyms; null when IP_PREFIX_KEYS is off */
+  ipPrefixer: IpPrefixer | null
   vault: Vault
   pipeline: LoginPipeline
   apiKeys: ApiKey[]
@@ -59,6 +62,7 @@ export interface RunningServices extends Services {
 export interface Secrets {
   mask: Keyring
   master: Keyring
+  ipPrefix: Keyring | null
   apiKeys: ApiKey[]
   demoApiKey: string | null
 }
@@ -94,7 +98,7 @@ export async function startServices(config: Config, log: FastifyBaseLogger, opti
     const sql = createSql({ url: databaseUrl, max: poolMax, statementTimeoutMs: config.DATABASE_STATEMENT_TIMEOUT_MS })
     closers.push(() => sql.end({ timeout: 5 }))
 
-    const applied = await prepareDatabase(sql, { mask: secrets.mask, master: secrets.master })
+    const applied = await prepareDatabase(sql, { mask: secrets.mask, master: secrets.master, ipPrefix: secrets.ipPrefix })
     if (applied.length > 0) log.info({ applied }, 'database migrations applied')
 
     const masker = new Masker(secrets.mask)
@@ -145,13 +149,15 @@ export async function startServices(config: Config, log: FastifyBaseLogger, opti
       if (config.SQS_DLQ_URL !== undefined) dlq = new LoginQueue(client, config.SQS_DLQ_URL)
     }
 
+    const ipPrefixer = secrets.ipPrefix === null ? null : await IpPrefixer.create(secrets.ipPrefix)
     return {
       sql,
       queue,
       dlq,
       masker,
+      ipPrefixer,
       vault,
-      pipeline: new LoginPipeline(sql, masker, vault),
+      pipeline: new LoginPipeline(sql, masker, vault, ipPrefixer),
       apiKeys: secrets.apiKeys,
       cursors: new CursorCodec(secrets.mask.active.secret),
       schemaVersion: await latestMigration(),
@@ -179,7 +185,9 @@ export async function resolveSecrets(config: Config, log: FastifyBaseLogger): Pr
   }
   const mask = parseKeyring('MASK_KEYS', config.MASK_KEYS ?? embedded?.MASK_KEYS ?? '')
   const master = parseKeyring('VAULT_MASTER_KEYS', config.VAULT_MASTER_KEYS ?? embedded?.VAULT_MASTER_KEYS ?? '')
+  const ipPrefixText = config.IP_PREFIX_KEYS ?? embedded?.IP_PREFIX_KEYS
+  const ipPrefix = ipPrefixText === undefined ? null : parseIpPrefixKeys(ipPrefixText)
   const demoApiKey = config.API_KEYS === undefined ? (embedded?.demoApiKey ?? null) : null
   const apiKeys = parseApiKeys(config.API_KEYS ?? (demoApiKey ? apiKeyEntry('demo', [...SCOPES], demoApiKey) : ''))
-  return { mask, master, apiKeys, demoApiKey }
+  return { mask, master, ipPrefix, apiKeys, demoApiKey }
 }

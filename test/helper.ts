@@ -15,6 +15,7 @@ import { LoginPipeline } from '../src/ingest/pipeline.ts'
 import { LoginQueue } from '../src/ingest/queue.ts'
 import { CursorCodec } from '../src/logins/cursor.ts'
 import { parseKeyring, type Keyring } from '../src/pii/keys.ts'
+import { IpPrefixer, parseIpPrefixKeys } from '../src/pii/ip-prefix.ts'
 import { Masker } from '../src/pii/mask.ts'
 import { Vault, keyringProvider } from '../src/pii/vault.ts'
 import { prepareDatabase } from '../src/prepare.ts'
@@ -74,10 +75,20 @@ export interface TestKeys {
   VAULT_MASTER_KEYS: string
   mask: Keyring
   master: Keyring
+  /** set: the IP_PREFIX_KEYS option is on */
+  IP_PREFIX_KEYS?: string
+  ipPrefix: Keyring | null
 }
 
-export function testKeys(mask = randomKeyring('k1'), master = randomKeyring('m1')): TestKeys {
-  return { MASK_KEYS: mask, VAULT_MASTER_KEYS: master, mask: parseKeyring('MASK_KEYS', mask), master: parseKeyring('VAULT_MASTER_KEYS', master) }
+export function testKeys(mask = randomKeyring('k1'), master = randomKeyring('m1'), ipPrefix?: string): TestKeys {
+  return {
+    MASK_KEYS: mask,
+    VAULT_MASTER_KEYS: master,
+    mask: parseKeyring('MASK_KEYS', mask),
+    master: parseKeyring('VAULT_MASTER_KEYS', master),
+    ...(ipPrefix === undefined ? {} : { IP_PREFIX_KEYS: ipPrefix }),
+    ipPrefix: ipPrefix === undefined ? null : parseIpPrefixKeys(ipPrefix),
+  }
 }
 
 /** One API key per scope plus one with all of them; `keys.<scope>` is the bearer token. */
@@ -130,14 +141,16 @@ export async function testServices(t: TestContext, queue: LoginQueue, options: {
   const keys = options.keys ?? testKeys()
   await prepareDatabase(db.sql, keys)
   const masker = new Masker(keys.mask)
+  const ipPrefixer = keys.ipPrefix === null ? null : await IpPrefixer.create(keys.ipPrefix)
   const vault = new Vault(db.sql, keyringProvider(keys.master))
   return {
     sql: db.sql,
     queue,
     dlq: null,
     masker,
+    ipPrefixer,
     vault,
-    pipeline: new LoginPipeline(db.sql, masker, vault),
+    pipeline: new LoginPipeline(db.sql, masker, vault, ipPrefixer),
     apiKeys: parseApiKeys(options.apiKeys ?? testApiKeys().API_KEYS),
     cursors: new CursorCodec(keys.mask.active.secret),
     schemaVersion: await latestMigration(),

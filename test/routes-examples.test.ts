@@ -3,7 +3,7 @@ import { test } from 'node:test'
 import type { InjectOptions, LightMyRequestResponse } from 'fastify'
 import fc from 'fast-check'
 import { sampleBodies, sendBodies } from '../src/embedded/samples.ts'
-import { build } from './helper.ts'
+import { build, randomKeyring, testKeys } from './helper.ts'
 import { bearer, buildRequest, documentOf, documented, exampleOf, isErrorBody, valueOf, type Operation } from './routes-helpers.ts'
 
 /*
@@ -14,7 +14,8 @@ import { bearer, buildRequest, documentOf, documented, exampleOf, isErrorBody, v
  */
 
 test('documented examples and generated requests against the app', async (t) => {
-  const { app, tokens, queue } = await build(t, { env: { RATE_LIMIT_PER_MINUTE: '1000000' } })
+  // With the optional IP_PREFIX_KEYS on, so that the documented ip_network examples apply.
+  const { app, tokens, queue } = await build(t, { env: { RATE_LIMIT_PER_MINUTE: '1000000' }, keys: testKeys(undefined, undefined, randomKeyring('p1')) })
   // Real rows first (the exercise's samples, one of them invalid), so examples find data.
   await sendBodies(queue.client, queue.queueUrl, await sampleBodies())
   const drained = await app.inject({ method: 'POST', url: '/ingest', headers: bearer(tokens['ingest:run']) })

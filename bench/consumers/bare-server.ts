@@ -58,7 +58,7 @@ const server = createServer((req, res) => {
     }
     if (url.pathname === '/logins/duplicates') {
       const field = params.get('field') ?? 'all'
-      const fields: DuplicateField[] = field === 'all' ? ['device_id', 'ip'] : [field as DuplicateField]
+      const fields: ('ip' | 'device_id')[] = field === 'all' ? ['device_id', 'ip'] : [field as 'ip' | 'device_id']
       const [count, cursorField, maskedValue] = cursor === null ? [] : (cursors.decode('duplicates', cursor) ?? [])
       const rows = await listDuplicates(sql, {
         fields,

@@ -1,11 +1,12 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
-import { listDuplicates, type DuplicateField } from '../../src/logins/store.ts'
+import { listDuplicates, type DuplicateField, type DuplicateQuery } from '../../src/logins/store.ts'
+import { NETWORK_BITS } from '../../src/pii/ip-prefix.ts'
 import { Cursor, Limit, authErrors, badRequest } from '../../src/schemas/common.ts'
 
 const Duplicate = Type.Object({
-  field: Type.Union([Type.Literal('ip'), Type.Literal('device_id')]),
-  masked_value: Type.String(),
+  field: Type.Union([Type.Literal('ip'), Type.Literal('device_id'), Type.Literal('ip_network')]),
+  masked_value: Type.String({ description: 'the mask; for ip_network, <key id>:<network of pseudonyms>/<bits>, usable as GET /logins?ip_network=' }),
   count: Type.Integer({ description: 'rows with this masked value' }),
   users: Type.Integer({ description: 'distinct user_id among them' }),
 })
@@ -17,11 +18,25 @@ const duplicates: FastifyPluginAsyncTypebox = async (app) => {
     schema: {
       tags: ['logins'],
       summary: 'Masked ips and device ids seen more than once',
-      description: 'Most frequent first, then by field and value; paged with `next`.',
+      description: 'Most frequent first, then by field and value; paged with `next`. With field=ip_network (needs IP_PREFIX_KEYS): ' +
+        'networks of prefix-preserving ip pseudonyms, `bits` long, seen with more than one user.',
       security: [{ bearer: [] }],
       querystring: Type.Object(
         {
-          field: Type.Union([Type.Literal('ip'), Type.Literal('device_id'), Type.Literal('all')], { default: 'all', examples: ['ip'] }),
+          field: Type.Union([Type.Literal('ip'), Type.Literal('device_id'), Type.Literal('all'), Type.Literal('ip_network')], {
+            default: 'all',
+            description: 'all = ip and device_id; ip_network is reported on its own',
+            examples: ['ip'],
+          }),
+          bits: Type.Optional(Type.Integer({
+            minimum: 8,
+            maximum: 128,
+            description: 'with field=ip_network: network prefix length (IPv4 8-32, IPv6 16-128); default 24; ignored for the other fields',
+            examples: [24],
+          })),
+          family: Type.Optional(Type.Union([Type.Literal(4), Type.Literal(6)], {
+            description: 'with field=ip_network: IPv4 or IPv6 networks; default 4 when bits <= 32, 6 otherwise; ignored for the other fields',
+          })),
           min_count: Type.Integer({ minimum: 2, maximum: 1_000_000, default: 2, description: 'least number of rows', examples: [2] }),
           limit: Limit,
           cursor: Type.Optional(Cursor),
@@ -34,18 +49,30 @@ const duplicates: FastifyPluginAsyncTypebox = async (app) => {
       },
     },
   }, async (request, reply) => {
-    const { field, min_count, limit, cursor } = request.query
-    const fields: DuplicateField[] = field === 'all' ? ['device_id', 'ip'] : [field]
+    const { field, min_count, limit, cursor, bits, family } = request.query
+    const fields: DuplicateQuery['fields'] = field === 'all' ? ['device_id', 'ip'] : field === 'ip_network' ? [] : [field]
+    let networks: DuplicateQuery['networks']
+    if (field === 'ip_network') {
+      const prefixer = app.services.ipPrefixer
+      if (prefixer === null) return reply.code(400).send(badRequest('querystring/field ip_network needs IP_PREFIX_KEYS, which this service is not configured with'))
+      const length = bits ?? 24
+      const ipFamily = family ?? (length <= 32 ? 4 : 6)
+      const range = NETWORK_BITS[ipFamily]
+      if (length < range.min || length > range.max) {
+        return reply.code(400).send(badRequest(`querystring/bits must be from ${range.min} to ${range.max} for IPv${ipFamily} networks`))
+      }
+      networks = { keyId: prefixer.keyId, family: ipFamily, bits: length }
+    }
     let after
     if (cursor !== undefined) {
       const values = app.cursors.decode('duplicates', cursor)
       const [count, cursorField, maskedValue] = values ?? []
-      if (typeof count !== 'number' || (cursorField !== 'ip' && cursorField !== 'device_id') || typeof maskedValue !== 'string') {
+      if (typeof count !== 'number' || (cursorField !== 'ip' && cursorField !== 'device_id' && cursorField !== 'ip_network') || typeof maskedValue !== 'string') {
         return reply.code(400).send(badRequest('querystring/cursor is not a cursor this API issued for /logins/duplicates'))
       }
       after = { count, field: cursorField as DuplicateField, masked_value: maskedValue }
     }
-    const rows = await app.dbRead(listDuplicates(app.services.sql, { fields, minCount: min_count, limit, ...(after ? { after } : {}) }))
+    const rows = await app.dbRead(listDuplicates(app.services.sql, { fields, minCount: min_count, limit, ...(networks ? { networks } : {}), ...(after ? { after } : {}) }))
     const items = rows.slice(0, limit)
     const last = items.at(-1)
     const next = rows.length > limit && last ? app.cursors.encode('duplicates', [last.count, last.field, last.masked_value]) : null

@@ -3,6 +3,7 @@ import { Type } from 'typebox'
 import { encodeAppVersion } from '../../src/ingest/app-version.ts'
 import { parseId } from '../../src/logins/cursor.ts'
 import { listLogins } from '../../src/logins/store.ts'
+import { parsePseudonymNetwork } from '../../src/pii/ip-prefix.ts'
 import { Cursor, Limit, authErrors, badRequest } from '../../src/schemas/common.ts'
 
 const Version = (description: string) => Type.String({ maxLength: 64, description, examples: ['2.3.0'] })
@@ -21,6 +22,13 @@ export const LoginsQuery = Type.Object(
     version_max: Type.Optional(Version('highest version, inclusive, compared through the integer encoding')),
     date_from: Type.Optional(Type.String({ format: 'date', description: 'first create_date, inclusive (YYYY-MM-DD)' })),
     date_to: Type.Optional(Type.String({ format: 'date', description: 'last create_date, inclusive (YYYY-MM-DD)' })),
+    ip_network: Type.Optional(Type.String({
+      minLength: 1,
+      maxLength: 128,
+      description: 'rows whose masked_ip_prefix lies in this network of pseudonyms: <pseudonym>/<bits> (IPv4 8-32, IPv6 16-128), ' +
+        'optionally <key id>:<pseudonym>/<bits> as GET /logins/duplicates?field=ip_network prints it; needs IP_PREFIX_KEYS',
+      examples: ['19.214.210.0/24'],
+    })),
   },
   { additionalProperties: false },
 )
@@ -40,7 +48,7 @@ const logins: FastifyPluginAsyncTypebox = async (app) => {
       response: { 200: Type.Ref('LoginPage'), ...authErrors },
     },
   }, async (request, reply) => {
-    const { limit, cursor, version_min, version_max, ...filters } = request.query
+    const { limit, cursor, version_min, version_max, ip_network, ...filters } = request.query
     let before: bigint | undefined
     if (cursor !== undefined) {
       const values = app.cursors.decode('logins', cursor)
@@ -55,7 +63,17 @@ const logins: FastifyPluginAsyncTypebox = async (app) => {
       if (encoded === null) return reply.code(400).send(badRequest(`querystring/${name} must be a dotted version such as 2.3.0 (parts 0-999)`))
       versions[name] = encoded
     }
-    const page = await app.dbRead(listLogins(app.services.sql, { limit, ...filters, ...versions, ...(before === undefined ? {} : { before }) }))
+    let network: { keyId: string; first: string; last: string } | undefined
+    if (ip_network !== undefined) {
+      const prefixer = app.services.ipPrefixer
+      if (prefixer === null) return reply.code(400).send(badRequest('querystring/ip_network needs IP_PREFIX_KEYS, which this service is not configured with'))
+      const parsed = parsePseudonymNetwork(ip_network, prefixer)
+      if (typeof parsed === 'string') return reply.code(400).send(badRequest(`querystring/ip_network ${parsed}`))
+      network = { keyId: parsed.keyId, first: parsed.first, last: parsed.last }
+    }
+    const page = await app.dbRead(listLogins(app.services.sql, {
+      limit, ...filters, ...versions, ...(before === undefined ? {} : { before }), ...(network === undefined ? {} : { ip_network: network }),
+    }))
     return { items: page.items, next: page.lastId === null ? null : app.cursors.encode('logins', [page.lastId]) }
   })
 }

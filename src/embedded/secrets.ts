@@ -7,6 +7,8 @@ import { generateApiKey } from '../auth/api-keys.ts'
 export interface EmbeddedSecrets {
   MASK_KEYS: string
   VAULT_MASTER_KEYS: string
+  /** absent from files written before the option existed */
+  IP_PREFIX_KEYS?: string
   demoApiKey: string
 }
 
@@ -20,6 +22,7 @@ export async function loadOrCreateEmbeddedSecrets(dataDir: string): Promise<{ se
   const secrets: EmbeddedSecrets = {
     MASK_KEYS: `k1:${randomBytes(32).toString('base64')}`,
     VAULT_MASTER_KEYS: `m1:${randomBytes(32).toString('base64')}`,
+    IP_PREFIX_KEYS: `p1:${randomBytes(32).toString('base64')}`,
     demoApiKey: generateApiKey(),
   }
   await mkdir(dataDir, { recursive: true })

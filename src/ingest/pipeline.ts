@@ -1,5 +1,6 @@
 import type { Sql, TransactionSql } from 'postgres'
 import type { Masker } from '../pii/mask.ts'
+import { pseudonymAddress, type IpPrefixer } from '../pii/ip-prefix.ts'
 import { loginAad, periodOf, rejectionAad, seal, type DataKey, type KeyScope, type Vault } from '../pii/vault.ts'
 import { encodeAppVersion } from './app-version.ts'
 import { isDataError, refusalReason } from './errors.ts'
@@ -32,10 +33,12 @@ export interface LoginRow {
   next_masked_ip: string | null
   next_masked_device_id: string | null
   next_mask_key_id: string | null
+  /** `<key id>:<ipcrypt-pfx pseudonym>`; null when IP_PREFIX_KEYS is off or the ip is not an address */
+  masked_ip_prefix: string | null
 }
 
 /** A row before masking: masks are computed inside the storing transaction, under the key state it reads. */
-type UnmaskedRow = Omit<LoginRow, 'masked_ip' | 'masked_device_id' | 'mask_key_id' | 'next_masked_ip' | 'next_masked_device_id' | 'next_mask_key_id'>
+type UnmaskedRow = Omit<LoginRow, 'masked_ip' | 'masked_device_id' | 'mask_key_id' | 'next_masked_ip' | 'next_masked_device_id' | 'next_mask_key_id' | 'masked_ip_prefix'>
 
 interface SealedLogin {
   kind: 'login'
@@ -102,6 +105,7 @@ export class LoginPipeline {
     private readonly sql: Sql,
     private readonly masker: Masker,
     private readonly vault: Vault,
+    private readonly ipPrefixer: IpPrefixer | null = null,
   ) {}
 
   async process(messages: readonly QueueMessage[]): Promise<BatchOutcome> {
@@ -201,6 +205,7 @@ export class LoginPipeline {
         next_masked_ip: keys.next === null ? null : this.masker.maskIp(l.pii.ip, keys.next),
         next_masked_device_id: keys.next === null ? null : this.masker.maskDeviceId(l.pii.device_id, keys.next),
         next_mask_key_id: keys.next,
+        masked_ip_prefix: this.ipPrefixer?.pseudonym(l.pii.ip) ?? null,
       }))
       // One statement for the rows and their sealed originals, with one array per column: the
       // same prepared statement whatever the number of rows, and one round trip. Only rows that
@@ -212,7 +217,7 @@ export class LoginPipeline {
         WITH created AS (
           INSERT INTO user_logins (message_id, user_id, device_type, masked_ip, masked_device_id, locale, app_version,
                                    app_version_text, create_date, sent_at, mask_key_id, next_masked_ip, next_masked_device_id,
-                                   next_mask_key_id)
+                                   next_mask_key_id, masked_ip_prefix, ip_prefix_net)
           SELECT * FROM unnest(
             ${tx.array(column('message_id'))}::text[], ${tx.array(column('user_id'))}::text[],
             ${tx.array(column('device_type'))}::text[], ${tx.array(column('masked_ip'))}::text[],
@@ -220,7 +225,8 @@ export class LoginPipeline {
             ${tx.array(column('app_version'))}::int[], ${tx.array(column('app_version_text'))}::text[],
             ${tx.array(column('create_date'))}::date[], ${tx.array(rows.map((row) => row.sent_at.toISOString()))}::timestamptz[],
             ${tx.array(column('mask_key_id'))}::text[], ${tx.array(column('next_masked_ip'))}::text[],
-            ${tx.array(column('next_masked_device_id'))}::text[], ${tx.array(column('next_mask_key_id'))}::text[])
+            ${tx.array(column('next_masked_device_id'))}::text[], ${tx.array(column('next_mask_key_id'))}::text[],
+            ${tx.array(column('masked_ip_prefix'))}::text[], ${tx.array(rows.map((row) => pseudonymAddress(row.masked_ip_prefix)))}::inet[])
           ON CONFLICT (message_id) DO NOTHING
           RETURNING id, message_id)
         INSERT INTO pii_vault (login_id, data_key_id, ciphertext)

@@ -15,6 +15,8 @@ export interface LoginFilters {
   /** inclusive bounds on create_date, YYYY-MM-DD */
   date_from?: string
   date_to?: string
+  /** pseudonyms (ipcrypt-pfx) under `keyId` from `first` to `last`, the bounds of one network */
+  ip_network?: { keyId: string; first: string; last: string }
 }
 
 export interface LoginQuery extends LoginFilters {
@@ -24,7 +26,7 @@ export interface LoginQuery extends LoginFilters {
 }
 
 const LOGIN_COLUMNS = `id::text AS id, user_id, device_type, masked_ip, masked_device_id, locale, app_version,
-  app_version_text, to_char(create_date, 'YYYY-MM-DD') AS create_date, message_id, mask_key_id,
+  app_version_text, to_char(create_date, 'YYYY-MM-DD') AS create_date, message_id, mask_key_id, masked_ip_prefix,
   to_char(ingested_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS ingested_at`
 
 /**
@@ -45,6 +47,13 @@ export async function listLogins(sql: Sql, query: LoginQuery): Promise<{ items: 
     query.version_max === undefined ? null : sql`app_version <= ${query.version_max}`,
     query.date_from === undefined ? null : sql`create_date >= ${query.date_from}::date`,
     query.date_to === undefined ? null : sql`create_date <= ${query.date_to}::date`,
+    // The network's bounds rather than `<<= $1`: PostgreSQL turns `<<=` into an index range only
+    // for a constant, so a prepared statement's generic plan would read the whole index. The
+    // stored values are host addresses (/32, /128), for which the two comparisons are exact.
+    query.ip_network === undefined
+      ? null
+      : sql`ip_prefix_net >= ${query.ip_network.first}::inet AND ip_prefix_net <= ${query.ip_network.last}::inet
+            AND starts_with(masked_ip_prefix, ${`${query.ip_network.keyId}:`})`,
   ].filter((c) => c !== null)
   const where = conditions.reduce((acc, c) => sql`${acc} AND ${c}`, sql`TRUE`)
   // The LIMIT is written into the statement rather than sent as a parameter. postgres.js
@@ -64,7 +73,7 @@ export async function listLogins(sql: Sql, query: LoginQuery): Promise<{ items: 
   return { items, lastId: rows.length > query.limit ? (items.at(-1)?.id ?? null) : null }
 }
 
-export type DuplicateField = 'ip' | 'device_id'
+export type DuplicateField = 'ip' | 'device_id' | 'ip_network'
 
 export interface Duplicate {
   field: DuplicateField
@@ -74,7 +83,9 @@ export interface Duplicate {
 }
 
 export interface DuplicateQuery {
-  fields: DuplicateField[]
+  fields: ('ip' | 'device_id')[]
+  /** networks of ip pseudonyms instead of exact masks: `bits`-long prefixes of one family, under one key */
+  networks?: { keyId: string; family: 4 | 6; bits: number }
   minCount: number
   limit: number
   /** the last entry of the previous page */
@@ -93,6 +104,18 @@ export async function listDuplicates(sql: Sql, query: DuplicateQuery): Promise<D
       FROM user_logins WHERE ${column} IS NOT NULL
       GROUP BY ${column} HAVING count(*) >= ${query.minCount}`
   })
+  const networks = query.networks
+  if (networks !== undefined) {
+    // Only networks behind more than one user: the report is about addresses users share.
+    const prefix = `${networks.keyId}:`
+    groups.push(sql`
+      SELECT 'ip_network'::text AS field, ${prefix}::text || net::text AS masked_value, count(*)::int AS count, count(DISTINCT user_id)::int AS users
+      FROM (
+        SELECT network(set_masklen(ip_prefix_net, ${networks.bits}::int)) AS net, user_id FROM user_logins
+        WHERE ip_prefix_net IS NOT NULL AND family(ip_prefix_net) = ${networks.family}::int AND starts_with(masked_ip_prefix, ${prefix})
+      ) n
+      GROUP BY net HAVING count(*) >= ${query.minCount} AND count(DISTINCT user_id) > 1`)
+  }
   const union = groups.slice(1).reduce((acc, g) => sql`${acc} UNION ALL ${g}`, groups[0] ?? sql`SELECT NULL LIMIT 0`)
   const after = query.after
   return sql<Duplicate[]>`

@@ -26,6 +26,8 @@ export async function eraseUserPii(
     // The audit row commits with the erasure or not at all.
     await options.audit?.(tx)
     const { rejected, vault, keys } = await shred(tx, (q) => q`subject = ${userId}`)
+    // Every row of the user, also those whose originals are already gone.
+    await tx`UPDATE user_logins SET masked_ip_prefix = NULL, ip_prefix_net = NULL WHERE user_id = ${userId} AND masked_ip_prefix IS NOT NULL`
     const deleted = options.deleteRows ? await tx`DELETE FROM user_logins WHERE user_id = ${userId}` : { count: 0 }
     return { user_id: userId, data_keys_destroyed: keys, originals_erased: vault, rejected_bodies_erased: rejected, rows_deleted: deleted.count }
   })
@@ -34,6 +36,10 @@ export async function eraseUserPii(
 /** Wipes the ciphertexts under the matching data keys, then destroys the keys. */
 async function shred(tx: TransactionSql, keyFilter: KeyFilter): Promise<{ rejected: number; vault: number; keys: number }> {
   const doomed = () => tx`SELECT id FROM pii_data_keys WHERE ${keyFilter(tx)}`
+  // The prefix-preserving ip pseudonym is reversible by the key holder, so it goes with the originals.
+  await tx`
+    UPDATE user_logins SET masked_ip_prefix = NULL, ip_prefix_net = NULL
+    WHERE masked_ip_prefix IS NOT NULL AND id IN (SELECT login_id FROM pii_vault WHERE data_key_id IN (${doomed()}))`
   const rejected = await tx`
     UPDATE rejected_messages SET body_ciphertext = ''::bytea, data_key_id = NULL WHERE data_key_id IN (${doomed()})`
   const vault = await tx`

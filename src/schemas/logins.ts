@@ -17,6 +17,9 @@ export const Login = Type.Object(
     create_date: Nullable(Type.String({ format: 'date' }), { description: 'UTC date of the SQS SentTimestamp' }),
     message_id: Nullable(Type.String(), { description: 'SQS message id; null for rows that predate the service' }),
     mask_key_id: Nullable(Type.String()),
+    masked_ip_prefix: Nullable(Type.String(), {
+      description: '<key id>:<prefix-preserving pseudonym of the ip (ipcrypt-pfx)>; null when IP_PREFIX_KEYS is off, the ip is not an address, or its originals were erased',
+    }),
     ingested_at: Nullable(Type.String({ format: 'date-time' })),
   },
   { $id: 'Login' },
