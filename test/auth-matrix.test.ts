@@ -2,7 +2,7 @@ import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import type { InjectOptions } from 'fastify'
 import { SCOPES } from '../src/auth/api-keys.ts'
-import { build } from './helper.ts'
+import { build, randomKeyring, testKeys } from './helper.ts'
 import { buildRequest, documentOf, ingestBodies, isErrorBody, loginBody } from './routes-helpers.ts'
 
 /*
@@ -13,7 +13,7 @@ import { buildRequest, documentOf, ingestBodies, isErrorBody, loginBody } from '
  */
 
 test('every documented operation: 401 without a key or with an unknown one, 403 or 2xx for each single-scope key, one audit row per call where audited', async (t) => {
-  const { app, services, tokens } = await build(t, { env: { RATE_LIMIT_PER_MINUTE: '1000000', AUDIT_REFUSALS_PER_WINDOW: '1000000' } })
+  const { app, services, tokens } = await build(t, { env: { RATE_LIMIT_PER_MINUTE: '1000000', AUDIT_REFUSALS_PER_WINDOW: '1000000' }, keys: testKeys(undefined, undefined, randomKeyring('p1')) })
   // A row for the examples to find (the first row of a fresh database has id 1, the PII example's id).
   await ingestBodies(services, [loginBody()])
   const document = await documentOf(app)

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { describe, test } from 'node:test'
-import { ConfigError, EnvSchema, loadConfig } from '../src/config.ts'
+import { ConfigError, EnvSchema, loadConfig, trustProxy } from '../src/config.ts'
 import { testApiKeys, testKeys } from './helper.ts'
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
@@ -120,12 +120,23 @@ test('loadConfig converts the values users write', () => {
   assert.equal(loadConfig({ WORKER_ENABLED: 'true' }).WORKER_ENABLED, true)
 })
 
+test('TRUST_PROXY: true, false, a number of hops, or addresses and CIDRs', () => {
+  assert.equal(trustProxy(loadConfig({}).TRUST_PROXY), false)
+  assert.equal(trustProxy(loadConfig({ TRUST_PROXY: 'true' }).TRUST_PROXY), true)
+  assert.equal(trustProxy(loadConfig({ TRUST_PROXY: '10.0.0.0/8, 127.0.0.1, loopback' }).TRUST_PROXY), '10.0.0.0/8, 127.0.0.1, loopback')
+  const hops = trustProxy(loadConfig({ TRUST_PROXY: '1' }).TRUST_PROXY)
+  assert.ok(typeof hops === 'function')
+  assert.deepEqual([hops('10.0.0.1', 0), hops('10.0.0.2', 1)], [true, false], 'one hop: the nearest proxy is trusted, the next address is the client')
+})
+
 test('loadConfig names the variable of each bad value, and refuses integers that are not plain digits', () => {
   const bad: [string, string][] = [
     ['PORT', 'abc'], ['PORT', '1.5'], ['PORT', '1e3'], ['PORT', '0x10'], ['PORT', '-1'], ['PORT', '65536'],
     ['WORKER_CONCURRENCY', '2.7'], ['SQS_VISIBILITY_TIMEOUT_SECONDS', '4'], ['WORKER_ENABLED', 'maybe'],
     ['LOG_LEVEL', 'loud'], ['DATABASE_URL', 'mysql://x'], ['AWS_ENDPOINT_URL', 'localhost:4566'], ['NODE_ENV', 'prod'],
     ['SQS_QUEUE_URL', 'ftp://queue'], ['SHUTDOWN_GRACE_MS', '500'],
+    ['HTTP_REQUEST_TIMEOUT_MS', '0'], ['AUDIT_REFUSAL_WINDOW_MS', '50'], ['AUTH_FAILURES_PER_MINUTE', '0'],
+    ['AUDIT_REFUSALS_PER_WINDOW', '1e3'], ['TRUST_PROXY', 'yes'], ['TRUST_PROXY', '10.0.0.0/8; rm -rf'],
   ]
   for (const [variable, value] of bad) {
     assert.throws(() => loadConfig({ [variable]: value }), (error: unknown) => {

@@ -1,5 +1,6 @@
 import type { FastifyBaseLogger } from 'fastify'
 import type { Sql } from 'postgres'
+import { withDeadline } from '../db/deadline.ts'
 import { describeError } from '../ingest/errors.ts'
 import { writeAudit, type AuditEntry } from './store.ts'
 
@@ -56,9 +57,11 @@ export class RefusalAudit {
     await this.#endWindow()
   }
 
+  /** Stops the timer and writes what is pending; a database that does not answer cannot hold the shutdown. */
   async close(): Promise<void> {
     clearInterval(this.#timer)
-    await this.flush()
+    await withDeadline(this.flush(), 2000).catch((error: unknown) =>
+      this.log.error({ err: describeError(error) }, 'audit summaries not written at shutdown'))
   }
 
   #endWindow(): Promise<void> {

@@ -36,7 +36,7 @@ const tagged = <T>(hooks: unknown, tag: symbol): T | undefined =>
 export default fp(
   async function authPlugin(app: FastifyInstance, options: { keys: readonly ApiKey[]; failuresPerMinute: number }) {
     app.decorateRequest('apiKey', null)
-    // Keyed by client address (IPv6 by /56, the library's default, so one host cannot rotate addresses).
+    // Keyed by client address (IPv6 by /64, the library's default, so one host cannot rotate through its addresses).
     const failures = app.createRateLimit({ max: options.failuresPerMinute, timeWindow: 60_000 })
     app.decorate('requireScope', (scope: Scope) => Object.assign(async (request: FastifyRequest, reply: FastifyReply) => {
       const token = bearerToken(request)
