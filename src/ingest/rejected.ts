@@ -88,7 +88,7 @@ async function resubmitEach(
   const ids = options.ids?.map(String)
   const candidates = await sql<{ id: string }[]>`
     SELECT id::text AS id FROM rejected_messages
-    WHERE resubmitted_at IS NULL AND ${ids === undefined ? sql`TRUE` : sql`id = ANY(${sql.array(ids)}::bigint[])`}
+    WHERE resubmitted_at IS NULL AND ${ids === undefined ? sql`TRUE` : sql`id IN ${sql(ids)}`}
     ORDER BY rejected_messages.id LIMIT ${options.limit}`
   for (const { id } of candidates) {
     // Decrypt before the transaction: the vault reads key rows through the pool, and a pool of
