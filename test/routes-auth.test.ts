@@ -33,6 +33,17 @@ function routes(rowId: string): Route[] {
     { name: 'GET /logins/duplicates', scope: 'logins:read', request: get('/logins/duplicates') },
     { name: 'GET /logins/{id}/pii', scope: 'pii:read', request: get(`/logins/${rowId}/pii`, REASON) },
     { name: 'GET /audit', scope: 'audit:read', request: get('/audit') },
+    { name: 'GET /rejected', scope: 'rejected:read', request: get('/rejected') },
+    {
+      name: 'POST /rejected/resubmit',
+      scope: 'rejected:resubmit',
+      request: (extra = {}) => ({
+        method: 'POST',
+        url: `/rejected/resubmit${extra.query ?? ''}`,
+        headers: { ...extra.headers },
+        payload: { limit: 10, dryRun: true },
+      }),
+    },
     { name: 'DELETE /users/{user_id}/pii', scope: 'pii:erase', request: (extra = {}) => ({ ...get('/users/nobody-with-this-id/pii', REASON)(extra), method: 'DELETE' }) },
     {
       name: 'POST /ingest',
@@ -321,7 +332,11 @@ test('routes: auth matrix, documented errors, ingest lease', async (t) => {
     }
     const audited = await services.sql<{ action: string; key_name: string }[]>`
       SELECT action, key_name FROM audit_log WHERE status = 429 AND outcome = 'rate-limited' ORDER BY action`
-    assert.deepEqual([...audited], [{ action: 'pii.erase', key_name: 'pii-erase' }, { action: 'pii.read', key_name: 'pii-read' }], 'rate-limited PII calls are audited')
+    assert.deepEqual(
+      [...audited],
+      [{ action: 'pii.erase', key_name: 'pii-erase' }, { action: 'pii.read', key_name: 'pii-read' }, { action: 'rejected.resubmit', key_name: 'rejected-resubmit' }],
+      'rate-limited calls of the audited routes are audited',
+    )
   })
 
   await t.test('open routes: no key needed, and a key is not required for docs', async () => {

@@ -154,6 +154,8 @@ async function send(queue: CliQueue, bodies: Iterable<string>, total: number): P
   let failed = 0
   let firstFailure: string | null = null
   let stoppedBy: unknown = null
+  /** entries of the calls that threw: the queue may or may not have taken them */
+  let uncertain = 0
   const iterator = bodies[Symbol.iterator]()
   const nextBatch = (): string[] => {
     const batch: string[] = []
@@ -177,6 +179,7 @@ async function send(queue: CliQueue, bodies: Iterable<string>, total: number): P
         firstFailure ??= refused[0]?.Code ?? null
       } catch (error) {
         stoppedBy ??= error
+        uncertain += batch.length
       }
       bar?.update(sent + failed, { failed })
     }
@@ -187,7 +190,10 @@ async function send(queue: CliQueue, bodies: Iterable<string>, total: number): P
     bar?.stop()
   }
   if (stoppedBy !== null) {
-    throw new CliError(`the queue ${queue.queueUrl} failed (${describe(stoppedBy)}): sent ${sent} of ${total} before it stopped${failed > 0 ? `, ${failed} refused` : ''}`)
+    throw new CliError(
+      `the queue ${queue.queueUrl} failed (${describe(stoppedBy)}): sent ${sent} of ${total} before it stopped` +
+        `${failed > 0 ? `, ${failed} refused` : ''} (${uncertain} more were in the calls that failed: the queue may or may not have them)`,
+    )
   }
   const seconds = ((Date.now() - started) / 1000).toFixed(1)
   console.log(`sent ${sent}, failed ${failed}, to ${queue.queueUrl} in ${seconds} s`)

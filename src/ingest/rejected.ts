@@ -6,8 +6,8 @@ export interface RejectedSummary {
   id: string
   message_id: string
   reason: string
-  rejected_at: string
   receive_count: number | null
+  rejected_at: string
   resubmitted_at: string | null
 }
 
@@ -29,8 +29,8 @@ export async function pageRejected(
     all: sql`TRUE`,
   }[options.state]
   const rows = await sql<RejectedSummary[]>`
-    SELECT id::text AS id, message_id, reason,
-           to_char(rejected_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS rejected_at, receive_count,
+    SELECT id::text AS id, message_id, reason, receive_count,
+           to_char(rejected_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS rejected_at,
            to_char(resubmitted_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS resubmitted_at
     FROM rejected_messages
     WHERE ${state} AND ${options.before === undefined ? sql`TRUE` : sql`id < ${options.before.toString()}`}
@@ -88,7 +88,7 @@ async function resubmitEach(
   const ids = options.ids?.map(String)
   const candidates = await sql<{ id: string }[]>`
     SELECT id::text AS id FROM rejected_messages
-    WHERE resubmitted_at IS NULL AND ${ids === undefined ? sql`TRUE` : sql`id = ANY(${sql.array(ids)}::bigint[])`}
+    WHERE resubmitted_at IS NULL AND ${ids === undefined ? sql`TRUE` : sql`id IN ${sql(ids)}`}
     ORDER BY rejected_messages.id LIMIT ${options.limit}`
   for (const { id } of candidates) {
     // Decrypt before the transaction: the vault reads key rows through the pool, and a pool of
