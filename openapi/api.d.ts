@@ -11,114 +11,7 @@ export interface paths {
          * The PII audit log, newest first
          * @description Every call of the PII routes and of POST /rejected/resubmit, allowed or refused; refusals beyond a rate are summarised as one row per window with their count (`calls`). The log is append-only in the database.
          */
-        get: {
-            parameters: {
-                query?: {
-                    action?: "pii.read" | "pii.erase" | "rejected.resubmit";
-                    /** @description the `next` value of the previous page (opaque, signed) */
-                    cursor?: string;
-                    key_name?: string;
-                    /** @description page size, 1-1000 */
-                    limit?: number;
-                };
-                header?: never;
-                path?: never;
-                cookie?: never;
-            };
-            requestBody?: never;
-            responses: {
-                /** @description Default Response */
-                200: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": {
-                            items: {
-                                /** @description pii.read, pii.erase or rejected.resubmit */
-                                action: string;
-                                /** Format: date-time */
-                                at: string;
-                                /** @description calls the row stands for: 1, or the count of refusals beyond the audit rate in one window */
-                                calls: number;
-                                /**
-                                 * Format: date-time
-                                 * @description first call of a summary row (its last is `at`)
-                                 */
-                                first_at: string | null;
-                                id: string;
-                                /** @description name of the API key; null when none was recognised */
-                                key_name: string | null;
-                                /** @description how input that could not be stored as sent was stored (escaped, truncated), or a summary */
-                                note: string | null;
-                                outcome: string;
-                                reason: string | null;
-                                request_id: string | null;
-                                /** @description HTTP status of the answer */
-                                status: number;
-                                /** @description row id (pii.read), user id (pii.erase) or rejection ids (rejected.resubmit) as requested */
-                                target: string | null;
-                            }[];
-                            next: string | null;
-                        };
-                    };
-                };
-                /** @description Error; never carries PII or internal details */
-                400: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ErrorResponse"];
-                    };
-                };
-                /** @description Error; never carries PII or internal details */
-                401: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ErrorResponse"];
-                    };
-                };
-                /** @description Error; never carries PII or internal details */
-                403: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ErrorResponse"];
-                    };
-                };
-                /** @description Error; never carries PII or internal details */
-                429: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ErrorResponse"];
-                    };
-                };
-                /** @description Error; never carries PII or internal details */
-                500: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ErrorResponse"];
-                    };
-                };
-                /** @description Error; never carries PII or internal details */
-                503: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ErrorResponse"];
-                    };
-                };
-            };
-        };
+        get: operations["listAuditEvents"];
         put?: never;
         post?: never;
         delete?: never;
@@ -138,29 +31,7 @@ export interface paths {
          * Liveness probe
          * @description Answers 200 while the process can serve requests.
          */
-        get: {
-            parameters: {
-                query?: never;
-                header?: never;
-                path?: never;
-                cookie?: never;
-            };
-            requestBody?: never;
-            responses: {
-                /** @description Default Response */
-                200: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": {
-                            /** @enum {string} */
-                            status: "ok";
-                        };
-                    };
-                };
-            };
-        };
+        get: operations["getHealth"];
         put?: never;
         post?: never;
         delete?: never;
@@ -182,125 +53,7 @@ export interface paths {
          * Drain the queue now (for schedulers)
          * @description Receives and stores messages until the queue answers empty or a limit is reached, and reports the counts. One drain runs at a time across all replicas (a lease in the database): a second call gets 409. Works with the background worker on or off. A failing database or queue answers 503; what was stored before stays stored.
          */
-        post: {
-            parameters: {
-                query?: never;
-                header?: never;
-                path?: never;
-                cookie?: never;
-            };
-            requestBody?: {
-                content: {
-                    /**
-                     * @example {
-                     *       "maxMessages": 1000,
-                     *       "maxSeconds": 20
-                     *     }
-                     */
-                    "application/json": {
-                        /**
-                         * @description stop after this many messages
-                         * @default 10000
-                         */
-                        maxMessages?: number;
-                        /**
-                         * @description stop receiving after this many seconds
-                         * @default 25
-                         */
-                        maxSeconds?: number;
-                    };
-                };
-            };
-            responses: {
-                /** @description Default Response */
-                200: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": {
-                            /** @description messages deleted from the queue after their commit */
-                            deleted: number;
-                            /** @description stored messages SQS did not delete; they come back as duplicates */
-                            deleteFailures: number;
-                            /** @description messages already stored by an earlier delivery */
-                            duplicates: number;
-                            durationMs: number;
-                            /** @description new rows in user_logins */
-                            inserted: number;
-                            /** @description messages received from the queue */
-                            received: number;
-                            /** @description new rejection records (invalid messages) */
-                            rejected: number;
-                            stoppedBy: "empty" | "maxMessages" | "maxSeconds" | "shutdown";
-                        };
-                    };
-                };
-                /** @description Error; never carries PII or internal details */
-                400: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ErrorResponse"];
-                    };
-                };
-                /** @description Error; never carries PII or internal details */
-                401: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ErrorResponse"];
-                    };
-                };
-                /** @description Error; never carries PII or internal details */
-                403: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ErrorResponse"];
-                    };
-                };
-                /** @description Error; never carries PII or internal details */
-                409: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ErrorResponse"];
-                    };
-                };
-                /** @description Error; never carries PII or internal details */
-                429: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ErrorResponse"];
-                    };
-                };
-                /** @description Error; never carries PII or internal details */
-                500: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ErrorResponse"];
-                    };
-                };
-                /** @description Error; never carries PII or internal details */
-                503: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ErrorResponse"];
-                    };
-                };
-            };
-        };
+        post: operations["runIngest"];
         delete?: never;
         options?: never;
         head?: never;
@@ -318,104 +71,7 @@ export interface paths {
          * List masked logins, newest first, with filters
          * @description Keyset-paged by id: follow `next` until it is null. A walk sees every row that existed when it began exactly once, even while new rows arrive. Filters combine with AND. Never returns the original ip or device_id.
          */
-        get: {
-            parameters: {
-                query?: {
-                    /** @description the version text exactly as sent */
-                    app_version?: string;
-                    /** @description the `next` value of the previous page (opaque, signed) */
-                    cursor?: string;
-                    /** @description first create_date, inclusive (YYYY-MM-DD) */
-                    date_from?: string;
-                    /** @description last create_date, inclusive (YYYY-MM-DD) */
-                    date_to?: string;
-                    device_type?: string;
-                    /** @description rows whose masked_ip_prefix lies in this network of pseudonyms: <pseudonym>/<bits> (IPv4 8-32, IPv6 16-128), optionally <key id>:<pseudonym>/<bits> as GET /logins/duplicates?field=ip_network prints it; needs IP_PREFIX_KEYS */
-                    ip_network?: string;
-                    /** @description page size, 1-1000 */
-                    limit?: number;
-                    locale?: string;
-                    /** @description exact mask, as shown in masked_device_id */
-                    masked_device_id?: string;
-                    /** @description exact mask, as shown in masked_ip */
-                    masked_ip?: string;
-                    user_id?: string;
-                    /** @description highest version, inclusive, compared through the integer encoding */
-                    version_max?: string;
-                    /** @description lowest version, inclusive, compared through the integer encoding (so 2.20 > 2.3) */
-                    version_min?: string;
-                };
-                header?: never;
-                path?: never;
-                cookie?: never;
-            };
-            requestBody?: never;
-            responses: {
-                /** @description Default Response */
-                200: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["LoginPage"];
-                    };
-                };
-                /** @description Error; never carries PII or internal details */
-                400: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ErrorResponse"];
-                    };
-                };
-                /** @description Error; never carries PII or internal details */
-                401: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ErrorResponse"];
-                    };
-                };
-                /** @description Error; never carries PII or internal details */
-                403: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ErrorResponse"];
-                    };
-                };
-                /** @description Error; never carries PII or internal details */
-                429: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ErrorResponse"];
-                    };
-                };
-                /** @description Error; never carries PII or internal details */
-                500: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ErrorResponse"];
-                    };
-                };
-                /** @description Error; never carries PII or internal details */
-                503: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ErrorResponse"];
-                    };
-                };
-            };
-        };
+        get: operations["listLogins"];
         put?: never;
         post?: never;
         delete?: never;
@@ -435,108 +91,7 @@ export interface paths {
          * The original ip and device_id of one row (audited)
          * @description Needs the `pii:read` scope and a stated reason in the `x-access-reason` header (5-500 characters, e.g. a ticket number). Every call, allowed or refused, is written to the audit log before the answer is sent; if that write fails, no PII is returned (503). 404: no such row, or a row that predates the service and has no stored originals. 410: the originals were erased or expired. Never cached.
          */
-        get: {
-            parameters: {
-                query?: never;
-                header: {
-                    /** @description why the originals are needed */
-                    "x-access-reason": string;
-                };
-                path: {
-                    /** @description row id */
-                    id: string;
-                };
-                cookie?: never;
-            };
-            requestBody?: never;
-            responses: {
-                /** @description Default Response */
-                200: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": {
-                            device_id: string;
-                            id: string;
-                            ip: string;
-                        };
-                    };
-                };
-                /** @description Error; never carries PII or internal details */
-                400: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ErrorResponse"];
-                    };
-                };
-                /** @description Error; never carries PII or internal details */
-                401: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ErrorResponse"];
-                    };
-                };
-                /** @description Error; never carries PII or internal details */
-                403: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ErrorResponse"];
-                    };
-                };
-                /** @description Error; never carries PII or internal details */
-                404: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ErrorResponse"];
-                    };
-                };
-                /** @description Error; never carries PII or internal details */
-                410: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ErrorResponse"];
-                    };
-                };
-                /** @description Error; never carries PII or internal details */
-                429: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ErrorResponse"];
-                    };
-                };
-                /** @description Error; never carries PII or internal details */
-                500: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ErrorResponse"];
-                    };
-                };
-                /** @description Error; never carries PII or internal details */
-                503: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ErrorResponse"];
-                    };
-                };
-            };
-        };
+        get: operations["getLoginPii"];
         put?: never;
         post?: never;
         delete?: never;
@@ -556,104 +111,7 @@ export interface paths {
          * Masked ips and device ids seen more than once
          * @description Most frequent first, then by field and value; paged with `next`. With field=ip_network (needs IP_PREFIX_KEYS): networks of prefix-preserving ip pseudonyms, `bits` long, seen with more than one user.
          */
-        get: {
-            parameters: {
-                query?: {
-                    /** @description with field=ip_network: network prefix length (IPv4 8-32, IPv6 16-128); default 24; ignored for the other fields */
-                    bits?: number;
-                    /** @description the `next` value of the previous page (opaque, signed) */
-                    cursor?: string;
-                    /** @description with field=ip_network: IPv4 or IPv6 networks; default 4 when bits <= 32, 6 otherwise; ignored for the other fields */
-                    family?: 4 | 6;
-                    /** @description all = ip and device_id; ip_network is reported on its own */
-                    field?: "ip" | "device_id" | "all" | "ip_network";
-                    /** @description page size, 1-1000 */
-                    limit?: number;
-                    /** @description least number of rows */
-                    min_count?: number;
-                };
-                header?: never;
-                path?: never;
-                cookie?: never;
-            };
-            requestBody?: never;
-            responses: {
-                /** @description Default Response */
-                200: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": {
-                            items: {
-                                /** @description rows with this masked value */
-                                count: number;
-                                field: "ip" | "device_id" | "ip_network";
-                                /** @description the mask; for ip_network, <key id>:<network of pseudonyms>/<bits>, usable as GET /logins?ip_network= */
-                                masked_value: string;
-                                /** @description distinct user_id among them */
-                                users: number;
-                            }[];
-                            next: string | null;
-                        };
-                    };
-                };
-                /** @description Error; never carries PII or internal details */
-                400: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ErrorResponse"];
-                    };
-                };
-                /** @description Error; never carries PII or internal details */
-                401: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ErrorResponse"];
-                    };
-                };
-                /** @description Error; never carries PII or internal details */
-                403: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ErrorResponse"];
-                    };
-                };
-                /** @description Error; never carries PII or internal details */
-                429: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ErrorResponse"];
-                    };
-                };
-                /** @description Error; never carries PII or internal details */
-                500: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ErrorResponse"];
-                    };
-                };
-                /** @description Error; never carries PII or internal details */
-                503: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ErrorResponse"];
-                    };
-                };
-            };
-        };
+        get: operations["listDuplicates"];
         put?: never;
         post?: never;
         delete?: never;
@@ -673,26 +131,7 @@ export interface paths {
          * Prometheus metrics
          * @description Text exposition format: pipeline counters, batch durations, dependency failures, HTTP request histograms.
          */
-        get: {
-            parameters: {
-                query?: never;
-                header?: never;
-                path?: never;
-                cookie?: never;
-            };
-            requestBody?: never;
-            responses: {
-                /** @description the metrics */
-                200: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "text/plain; version=0.0.4": string;
-                    };
-                };
-            };
-        };
+        get: operations["getMetrics"];
         put?: never;
         post?: never;
         delete?: never;
@@ -712,93 +151,7 @@ export interface paths {
          * Readiness probe
          * @description 200 when the database answers and migrations are applied; 503 naming the failing check otherwise. Answers within a second.
          */
-        get: {
-            parameters: {
-                query?: never;
-                header?: never;
-                path?: never;
-                cookie?: never;
-            };
-            requestBody?: never;
-            responses: {
-                /** @description Default Response */
-                200: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": {
-                            checks: {
-                                database: {
-                                    detail?: string;
-                                    ok: boolean;
-                                };
-                                migrations: {
-                                    detail?: string;
-                                    ok: boolean;
-                                };
-                            };
-                            /** @description names of the failing checks */
-                            failing: string[];
-                            /** @description state of the ingestion worker; informative only, an unreachable queue does not make the API unready */
-                            queue: {
-                                batchesInFlight: number;
-                                lastError: {
-                                    at: string;
-                                    dependency: string;
-                                    error: {
-                                        [key: string]: string;
-                                    };
-                                } | null;
-                                lastPollAt: string | null;
-                                lastSuccessfulPollAt: string | null;
-                                pollers: number;
-                                status: string;
-                            };
-                            status: "ready" | "not ready";
-                        };
-                    };
-                };
-                /** @description Default Response */
-                503: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": {
-                            checks: {
-                                database: {
-                                    detail?: string;
-                                    ok: boolean;
-                                };
-                                migrations: {
-                                    detail?: string;
-                                    ok: boolean;
-                                };
-                            };
-                            /** @description names of the failing checks */
-                            failing: string[];
-                            /** @description state of the ingestion worker; informative only, an unreachable queue does not make the API unready */
-                            queue: {
-                                batchesInFlight: number;
-                                lastError: {
-                                    at: string;
-                                    dependency: string;
-                                    error: {
-                                        [key: string]: string;
-                                    };
-                                } | null;
-                                lastPollAt: string | null;
-                                lastSuccessfulPollAt: string | null;
-                                pollers: number;
-                                status: string;
-                            };
-                            status: "ready" | "not ready";
-                        };
-                    };
-                };
-            };
-        };
+        get: operations["getReadiness"];
         put?: never;
         post?: never;
         delete?: never;
@@ -818,106 +171,7 @@ export interface paths {
          * Rejected messages, newest first (never their bodies)
          * @description Messages that could not become a row, with the reason. Their bodies may hold PII and stay encrypted in the database; after a fix, POST /rejected/resubmit sends them back to the queue.
          */
-        get: {
-            parameters: {
-                query?: {
-                    /** @description the `next` value of the previous page (opaque, signed) */
-                    cursor?: string;
-                    /** @description page size, 1-1000 */
-                    limit?: number;
-                    /** @description pending: not resubmitted yet */
-                    state?: "pending" | "resubmitted" | "all";
-                };
-                header?: never;
-                path?: never;
-                cookie?: never;
-            };
-            requestBody?: never;
-            responses: {
-                /** @description Default Response */
-                200: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": {
-                            items: {
-                                /** @description rejection id (for POST /rejected/resubmit) */
-                                id: string;
-                                /** @description SQS message id of the rejected message */
-                                message_id: string;
-                                /** @description the field and the rule it broke, never the value */
-                                reason: string;
-                                /** @description SQS receive count when it was rejected */
-                                receive_count: number | null;
-                                /** Format: date-time */
-                                rejected_at: string;
-                                /**
-                                 * Format: date-time
-                                 * @description when it was sent back to the queue; null while pending
-                                 */
-                                resubmitted_at: string | null;
-                            }[];
-                            next: string | null;
-                        };
-                    };
-                };
-                /** @description Error; never carries PII or internal details */
-                400: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ErrorResponse"];
-                    };
-                };
-                /** @description Error; never carries PII or internal details */
-                401: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ErrorResponse"];
-                    };
-                };
-                /** @description Error; never carries PII or internal details */
-                403: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ErrorResponse"];
-                    };
-                };
-                /** @description Error; never carries PII or internal details */
-                429: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ErrorResponse"];
-                    };
-                };
-                /** @description Error; never carries PII or internal details */
-                500: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ErrorResponse"];
-                    };
-                };
-                /** @description Error; never carries PII or internal details */
-                503: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ErrorResponse"];
-                    };
-                };
-            };
-        };
+        get: operations["listRejected"];
         put?: never;
         post?: never;
         delete?: never;
@@ -939,112 +193,7 @@ export interface paths {
          * Send rejected messages back to the queue after a fix (audited)
          * @description Decrypts the bodies of pending rejections (oldest first, or the given ids) inside the service and sends each back to the queue it was read from, marking it resubmitted in the same transaction: a rejection is never sent twice. Bodies whose data key was erased or expired are counted as unreadable. Audited (action rejected.resubmit), with the reason in `x-access-reason` when given. A queue or database that fails answers 503; what was sent before stays marked.
          */
-        post: {
-            parameters: {
-                query?: never;
-                header?: {
-                    /** @description why (e.g. the fix deployed) */
-                    "x-access-reason"?: string;
-                };
-                path?: never;
-                cookie?: never;
-            };
-            requestBody?: {
-                content: {
-                    /**
-                     * @example {
-                     *       "limit": 10,
-                     *       "dryRun": true
-                     *     }
-                     */
-                    "application/json": {
-                        /**
-                         * @description count what would be sent, send nothing
-                         * @default false
-                         */
-                        dryRun?: boolean;
-                        /** @description only these rejection ids */
-                        ids?: string[];
-                        /**
-                         * @description at most this many
-                         * @default 100
-                         */
-                        limit?: number;
-                    };
-                };
-            };
-            responses: {
-                /** @description Default Response */
-                200: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": {
-                            dryRun: boolean;
-                            /** @description sent back to the queue (or, on a dry run, that would be) */
-                            resubmitted: number;
-                            /** @description bodies whose data key was erased or expired: nothing left to send */
-                            unreadable: number;
-                        };
-                    };
-                };
-                /** @description Error; never carries PII or internal details */
-                400: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ErrorResponse"];
-                    };
-                };
-                /** @description Error; never carries PII or internal details */
-                401: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ErrorResponse"];
-                    };
-                };
-                /** @description Error; never carries PII or internal details */
-                403: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ErrorResponse"];
-                    };
-                };
-                /** @description Error; never carries PII or internal details */
-                429: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ErrorResponse"];
-                    };
-                };
-                /** @description Error; never carries PII or internal details */
-                500: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ErrorResponse"];
-                    };
-                };
-                /** @description Error; never carries PII or internal details */
-                503: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ErrorResponse"];
-                    };
-                };
-            };
-        };
+        post: operations["resubmitRejected"];
         delete?: never;
         options?: never;
         head?: never;
@@ -1065,95 +214,7 @@ export interface paths {
          * Erase one user's originals for good (crypto-shredding, audited)
          * @description Needs the `pii:erase` scope and a reason in `x-access-reason`. Destroys the user's data keys and wipes the ciphertexts under them, so their original ip and device_id (and their rejected bodies) can never be decrypted again; GET /logins/{id}/pii then answers 410 for their rows. The masked rows stay as pseudonymous analytics unless `rows=delete`. Erasing twice is harmless (the counts are then zero). Audited like the PII route.
          */
-        delete: {
-            parameters: {
-                query?: {
-                    /** @description also delete the masked rows */
-                    rows?: "keep" | "delete";
-                };
-                header: {
-                    /** @description why (e.g. the erasure request number) */
-                    "x-access-reason": string;
-                };
-                path: {
-                    user_id: string;
-                };
-                cookie?: never;
-            };
-            requestBody?: never;
-            responses: {
-                /** @description Default Response */
-                200: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": {
-                            data_keys_destroyed: number;
-                            /** @description logins whose originals were wiped */
-                            originals_erased: number;
-                            rejected_bodies_erased: number;
-                            rows_deleted: number;
-                            user_id: string;
-                        };
-                    };
-                };
-                /** @description Error; never carries PII or internal details */
-                400: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ErrorResponse"];
-                    };
-                };
-                /** @description Error; never carries PII or internal details */
-                401: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ErrorResponse"];
-                    };
-                };
-                /** @description Error; never carries PII or internal details */
-                403: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ErrorResponse"];
-                    };
-                };
-                /** @description Error; never carries PII or internal details */
-                429: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ErrorResponse"];
-                    };
-                };
-                /** @description Error; never carries PII or internal details */
-                500: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ErrorResponse"];
-                    };
-                };
-                /** @description Error; never carries PII or internal details */
-                503: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ErrorResponse"];
-                    };
-                };
-            };
-        };
+        delete: operations["eraseUserPii"];
         options?: never;
         head?: never;
         patch?: never;
@@ -1213,4 +274,955 @@ export interface components {
     pathItems: never;
 }
 export type $defs = Record<string, never>;
-export type operations = Record<string, never>;
+export interface operations {
+    listAuditEvents: {
+        parameters: {
+            query?: {
+                action?: "pii.read" | "pii.erase" | "rejected.resubmit";
+                /** @description the `next` value of the previous page (opaque, signed) */
+                cursor?: string;
+                key_name?: string;
+                /** @description page size, 1-1000 */
+                limit?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        items: {
+                            /** @description pii.read, pii.erase or rejected.resubmit */
+                            action: string;
+                            /** Format: date-time */
+                            at: string;
+                            /** @description calls the row stands for: 1, or the count of refusals beyond the audit rate in one window */
+                            calls: number;
+                            /**
+                             * Format: date-time
+                             * @description first call of a summary row (its last is `at`)
+                             */
+                            first_at: string | null;
+                            id: string;
+                            /** @description name of the API key; null when none was recognised */
+                            key_name: string | null;
+                            /** @description how input that could not be stored as sent was stored (escaped, truncated), or a summary */
+                            note: string | null;
+                            outcome: string;
+                            reason: string | null;
+                            request_id: string | null;
+                            /** @description HTTP status of the answer */
+                            status: number;
+                            /** @description row id (pii.read), user id (pii.erase) or rejection ids (rejected.resubmit) as requested */
+                            target: string | null;
+                        }[];
+                        next: string | null;
+                    };
+                };
+            };
+            /** @description Error; never carries PII or internal details */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Error; never carries PII or internal details */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Error; never carries PII or internal details */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Error; never carries PII or internal details */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Error; never carries PII or internal details */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Error; never carries PII or internal details */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    getHealth: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @enum {string} */
+                        status: "ok";
+                    };
+                };
+            };
+        };
+    };
+    runIngest: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                /**
+                 * @example {
+                 *       "maxMessages": 1000,
+                 *       "maxSeconds": 20
+                 *     }
+                 */
+                "application/json": {
+                    /**
+                     * @description stop after this many messages
+                     * @default 10000
+                     */
+                    maxMessages?: number;
+                    /**
+                     * @description stop receiving after this many seconds
+                     * @default 25
+                     */
+                    maxSeconds?: number;
+                };
+            };
+        };
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description messages deleted from the queue after their commit */
+                        deleted: number;
+                        /** @description stored messages SQS did not delete; they come back as duplicates */
+                        deleteFailures: number;
+                        /** @description messages already stored by an earlier delivery */
+                        duplicates: number;
+                        durationMs: number;
+                        /** @description new rows in user_logins */
+                        inserted: number;
+                        /** @description messages received from the queue */
+                        received: number;
+                        /** @description new rejection records (invalid messages) */
+                        rejected: number;
+                        stoppedBy: "empty" | "maxMessages" | "maxSeconds" | "shutdown";
+                    };
+                };
+            };
+            /** @description Error; never carries PII or internal details */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Error; never carries PII or internal details */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Error; never carries PII or internal details */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Error; never carries PII or internal details */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Error; never carries PII or internal details */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Error; never carries PII or internal details */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Error; never carries PII or internal details */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    listLogins: {
+        parameters: {
+            query?: {
+                /** @description the version text exactly as sent */
+                app_version?: string;
+                /** @description the `next` value of the previous page (opaque, signed) */
+                cursor?: string;
+                /** @description first create_date, inclusive (YYYY-MM-DD) */
+                date_from?: string;
+                /** @description last create_date, inclusive (YYYY-MM-DD) */
+                date_to?: string;
+                device_type?: string;
+                /** @description rows whose masked_ip_prefix lies in this network of pseudonyms: <pseudonym>/<bits> (IPv4 8-32, IPv6 16-128), optionally <key id>:<pseudonym>/<bits> as GET /logins/duplicates?field=ip_network prints it; needs IP_PREFIX_KEYS */
+                ip_network?: string;
+                /** @description page size, 1-1000 */
+                limit?: number;
+                locale?: string;
+                /** @description exact mask, as shown in masked_device_id */
+                masked_device_id?: string;
+                /** @description exact mask, as shown in masked_ip */
+                masked_ip?: string;
+                user_id?: string;
+                /** @description highest version, inclusive, compared through the integer encoding */
+                version_max?: string;
+                /** @description lowest version, inclusive, compared through the integer encoding (so 2.20 > 2.3) */
+                version_min?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LoginPage"];
+                };
+            };
+            /** @description Error; never carries PII or internal details */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Error; never carries PII or internal details */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Error; never carries PII or internal details */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Error; never carries PII or internal details */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Error; never carries PII or internal details */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Error; never carries PII or internal details */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    getLoginPii: {
+        parameters: {
+            query?: never;
+            header: {
+                /** @description why the originals are needed */
+                "x-access-reason": string;
+            };
+            path: {
+                /** @description row id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        device_id: string;
+                        id: string;
+                        ip: string;
+                    };
+                };
+            };
+            /** @description Error; never carries PII or internal details */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Error; never carries PII or internal details */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Error; never carries PII or internal details */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Error; never carries PII or internal details */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Error; never carries PII or internal details */
+            410: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Error; never carries PII or internal details */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Error; never carries PII or internal details */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Error; never carries PII or internal details */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    listDuplicates: {
+        parameters: {
+            query?: {
+                /** @description with field=ip_network: network prefix length (IPv4 8-32, IPv6 16-128); default 24; ignored for the other fields */
+                bits?: number;
+                /** @description the `next` value of the previous page (opaque, signed) */
+                cursor?: string;
+                /** @description with field=ip_network: IPv4 or IPv6 networks; default 4 when bits <= 32, 6 otherwise; ignored for the other fields */
+                family?: 4 | 6;
+                /** @description all = ip and device_id; ip_network is reported on its own */
+                field?: "ip" | "device_id" | "all" | "ip_network";
+                /** @description page size, 1-1000 */
+                limit?: number;
+                /** @description least number of rows */
+                min_count?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        items: {
+                            /** @description rows with this masked value */
+                            count: number;
+                            field: "ip" | "device_id" | "ip_network";
+                            /** @description the mask; for ip_network, <key id>:<network of pseudonyms>/<bits>, usable as GET /logins?ip_network= */
+                            masked_value: string;
+                            /** @description distinct user_id among them */
+                            users: number;
+                        }[];
+                        next: string | null;
+                    };
+                };
+            };
+            /** @description Error; never carries PII or internal details */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Error; never carries PII or internal details */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Error; never carries PII or internal details */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Error; never carries PII or internal details */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Error; never carries PII or internal details */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Error; never carries PII or internal details */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    getMetrics: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description the metrics */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/plain; version=0.0.4": string;
+                };
+            };
+        };
+    };
+    getReadiness: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        checks: {
+                            database: {
+                                detail?: string;
+                                ok: boolean;
+                            };
+                            migrations: {
+                                detail?: string;
+                                ok: boolean;
+                            };
+                        };
+                        /** @description names of the failing checks */
+                        failing: string[];
+                        /** @description state of the ingestion worker; informative only, an unreachable queue does not make the API unready */
+                        queue: {
+                            batchesInFlight: number;
+                            lastError: {
+                                at: string;
+                                dependency: string;
+                                error: {
+                                    [key: string]: string;
+                                };
+                            } | null;
+                            lastPollAt: string | null;
+                            lastSuccessfulPollAt: string | null;
+                            pollers: number;
+                            status: string;
+                        };
+                        status: "ready" | "not ready";
+                    };
+                };
+            };
+            /** @description Default Response */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        checks: {
+                            database: {
+                                detail?: string;
+                                ok: boolean;
+                            };
+                            migrations: {
+                                detail?: string;
+                                ok: boolean;
+                            };
+                        };
+                        /** @description names of the failing checks */
+                        failing: string[];
+                        /** @description state of the ingestion worker; informative only, an unreachable queue does not make the API unready */
+                        queue: {
+                            batchesInFlight: number;
+                            lastError: {
+                                at: string;
+                                dependency: string;
+                                error: {
+                                    [key: string]: string;
+                                };
+                            } | null;
+                            lastPollAt: string | null;
+                            lastSuccessfulPollAt: string | null;
+                            pollers: number;
+                            status: string;
+                        };
+                        status: "ready" | "not ready";
+                    };
+                };
+            };
+        };
+    };
+    listRejected: {
+        parameters: {
+            query?: {
+                /** @description the `next` value of the previous page (opaque, signed) */
+                cursor?: string;
+                /** @description page size, 1-1000 */
+                limit?: number;
+                /** @description pending: not resubmitted yet */
+                state?: "pending" | "resubmitted" | "all";
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        items: {
+                            /** @description rejection id (for POST /rejected/resubmit) */
+                            id: string;
+                            /** @description SQS message id of the rejected message */
+                            message_id: string;
+                            /** @description the field and the rule it broke, never the value */
+                            reason: string;
+                            /** @description SQS receive count when it was rejected */
+                            receive_count: number | null;
+                            /** Format: date-time */
+                            rejected_at: string;
+                            /**
+                             * Format: date-time
+                             * @description when it was sent back to the queue; null while pending
+                             */
+                            resubmitted_at: string | null;
+                        }[];
+                        next: string | null;
+                    };
+                };
+            };
+            /** @description Error; never carries PII or internal details */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Error; never carries PII or internal details */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Error; never carries PII or internal details */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Error; never carries PII or internal details */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Error; never carries PII or internal details */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Error; never carries PII or internal details */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    resubmitRejected: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description why (e.g. the fix deployed) */
+                "x-access-reason"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                /**
+                 * @example {
+                 *       "limit": 10,
+                 *       "dryRun": true
+                 *     }
+                 */
+                "application/json": {
+                    /**
+                     * @description count what would be sent, send nothing
+                     * @default false
+                     */
+                    dryRun?: boolean;
+                    /** @description only these rejection ids */
+                    ids?: string[];
+                    /**
+                     * @description at most this many
+                     * @default 100
+                     */
+                    limit?: number;
+                };
+            };
+        };
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        dryRun: boolean;
+                        /** @description sent back to the queue (or, on a dry run, that would be) */
+                        resubmitted: number;
+                        /** @description bodies whose data key was erased or expired: nothing left to send */
+                        unreadable: number;
+                    };
+                };
+            };
+            /** @description Error; never carries PII or internal details */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Error; never carries PII or internal details */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Error; never carries PII or internal details */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Error; never carries PII or internal details */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Error; never carries PII or internal details */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Error; never carries PII or internal details */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    eraseUserPii: {
+        parameters: {
+            query?: {
+                /** @description also delete the masked rows */
+                rows?: "keep" | "delete";
+            };
+            header: {
+                /** @description why (e.g. the erasure request number) */
+                "x-access-reason": string;
+            };
+            path: {
+                user_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        data_keys_destroyed: number;
+                        /** @description logins whose originals were wiped */
+                        originals_erased: number;
+                        rejected_bodies_erased: number;
+                        rows_deleted: number;
+                        user_id: string;
+                    };
+                };
+            };
+            /** @description Error; never carries PII or internal details */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Error; never carries PII or internal details */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Error; never carries PII or internal details */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Error; never carries PII or internal details */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Error; never carries PII or internal details */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Error; never carries PII or internal details */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+}

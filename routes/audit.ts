@@ -21,13 +21,12 @@ const AuditRecord = Type.Object({
 
 const audit: FastifyPluginAsyncTypebox = async (app) => {
   app.get('/audit', {
-    onRequest: app.requireScope('audit:read'),
-    preHandler: app.apiRateLimit,
+    ...app.apiAccess('audit:read'),
     schema: {
+      operationId: 'listAuditEvents',
       tags: ['pii'],
       summary: 'The PII audit log, newest first',
       description: 'Every call of the PII routes and of POST /rejected/resubmit, allowed or refused; refusals beyond a rate are summarised as one row per window with their count (`calls`). The log is append-only in the database.',
-      security: [{ bearer: [] }],
       querystring: Type.Object(
         {
           limit: Limit,

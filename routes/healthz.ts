@@ -5,6 +5,7 @@ import { Type } from 'typebox'
 const healthz: FastifyPluginAsyncTypebox = async (app) => {
   app.get('/healthz', {
     schema: {
+      operationId: 'getHealth',
       tags: ['operations'],
       summary: 'Liveness probe',
       description: 'Answers 200 while the process can serve requests.',

@@ -16,20 +16,19 @@ const DrainReport = Type.Object({
 
 const ingest: FastifyPluginAsyncTypebox = async (app) => {
   app.post('/ingest', {
-    onRequest: app.requireScope('ingest:run'),
-    preHandler: app.apiRateLimit,
+    ...app.apiAccess('ingest:run'),
     // A scheduler's `curl -X POST` sends no body: treat it as {} (all defaults). A JSON `null` is a body, and refused.
     preValidation: async (request) => {
       if (request.body === undefined) request.body = {} as typeof request.body
     },
     schema: {
+      operationId: 'runIngest',
       tags: ['ingestion'],
       summary: 'Drain the queue now (for schedulers)',
       description:
         'Receives and stores messages until the queue answers empty or a limit is reached, and reports the counts. ' +
         'One drain runs at a time across all replicas (a lease in the database): a second call gets 409. ' +
         'Works with the background worker on or off. A failing database or queue answers 503; what was stored before stays stored.',
-      security: [{ bearer: [] }],
       // no query parameters: an unknown one is refused like everywhere else
       querystring: Type.Object({}, { additionalProperties: false }),
       body: Type.Object(

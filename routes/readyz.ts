@@ -27,6 +27,7 @@ const Readiness = Type.Object({
 const readyz: FastifyPluginAsyncTypebox = async (app) => {
   app.get('/readyz', {
     schema: {
+      operationId: 'getReadiness',
       tags: ['operations'],
       summary: 'Readiness probe',
       description: '200 when the database answers and migrations are applied; 503 naming the failing check otherwise. Answers within a second.',

@@ -3,7 +3,7 @@ import rateLimit from '@fastify/rate-limit'
 import swagger from '@fastify/swagger'
 import swaggerUi from '@fastify/swagger-ui'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
-import Fastify, { type FastifyError, type FastifyInstance, type FastifyServerOptions, type preHandlerAsyncHookHandler } from 'fastify'
+import Fastify, { type FastifyError, type FastifyInstance, type FastifyServerOptions, type onRequestAsyncHookHandler, type preHandlerAsyncHookHandler } from 'fastify'
 import audit from '../routes/audit.ts'
 import healthz from '../routes/healthz.ts'
 import ingest from '../routes/ingest.ts'
@@ -16,6 +16,7 @@ import resubmit from '../routes/rejected/resubmit.ts'
 import erase from '../routes/users/_user_id/pii.ts'
 import { RefusalAudit } from './audit/refusals.ts'
 import type { Config } from './config.ts'
+import type { Scope } from './auth/api-keys.ts'
 import { withDeadline } from './db/deadline.ts'
 import { describeError, isUnavailableError } from './ingest/errors.ts'
 import type { WorkerOptions } from './ingest/worker.ts'
@@ -40,6 +41,12 @@ declare module 'fastify' {
     closing: AbortSignal
     /** preHandler of every API route: one rate-limit bucket per key across them all (health, readiness, metrics and docs have none) */
     apiRateLimit: preHandlerAsyncHookHandler
+    /**
+     * The hooks of an API route in one spread, `...app.apiAccess('logins:read')`: the key must hold
+     * the scope (onRequest, before validation), then the shared per-key limiter. The document's
+     * `security`, `x-scopes` and error answers follow from it (plugins/auth.ts).
+     */
+    apiAccess(scope: Scope): { onRequest: onRequestAsyncHookHandler; preHandler: preHandlerAsyncHookHandler }
     /** audits refusals of the PII routes at a bounded cost under a flood */
     refusalAudit: RefusalAudit
     /** every route registered, as "method /url" (HEAD included), to check the document against */
@@ -227,6 +234,7 @@ export async function buildApp({ config, services, logger }: BuildOptions): Prom
   await app.register(swaggerUi, { routePrefix: '/docs', staticCSP: false })
   await app.register(authPlugin, { keys: services.apiKeys, failuresPerMinute: config.AUTH_FAILURES_PER_MINUTE })
   await app.register(inputPlugin)
+  app.decorate('apiAccess', (scope: Scope) => ({ onRequest: app.requireScope(scope), preHandler: app.apiRateLimit }))
   await app.register(workerPlugin, { services, enabled: config.WORKER_ENABLED, worker: workerOptions, retentionDays: config.PII_RETENTION_DAYS, progressIntervalMs: config.INGEST_PROGRESS_INTERVAL_MS })
   await app.register(metricsPlugin)
   for (const route of [healthz, readyz, logins, duplicates, piiRoute, erase, audit, ingest, rejected, resubmit]) await app.register(route)

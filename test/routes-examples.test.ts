@@ -4,7 +4,7 @@ import type { InjectOptions, LightMyRequestResponse } from 'fastify'
 import fc from 'fast-check'
 import { sampleBodies, sendBodies } from '../src/embedded/samples.ts'
 import { build, randomKeyring, testKeys } from './helper.ts'
-import { bearer, buildRequest, documentOf, documented, exampleOf, isErrorBody, valueOf, type Operation } from './routes-helpers.ts'
+import { bearer, buildRequest, documentOf, documented, exampleOf, isErrorBody, needsKey, valueOf, type Operation } from './routes-helpers.ts'
 
 /*
  * The served OpenAPI document against the app: every operation's documented example request
@@ -41,7 +41,7 @@ test('documented examples and generated requests against the app', async (t) => 
       const what = `${request.method} ${request.url}`
       assert.ok(documented(operation, response.statusCode), `${what}: ${response.statusCode} is documented (${Object.keys(operation.responses).join(', ')})`)
       assert.ok(response.statusCode >= 200 && response.statusCode < 300, `${what}: the example works: ${response.statusCode} ${response.body.slice(0, 300)}`)
-      if (operation.security !== undefined) {
+      if (needsKey(operation)) {
         const anonymous = await app.inject({ ...request, headers: { ...(request.headers as Record<string, string>), authorization: '' } })
         assert.equal(anonymous.statusCode, 401, `${what} without a key`)
         assert.ok(documented(operation, 401))

@@ -1,8 +1,7 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
-import { sendBodies } from '../src/embedded/samples.ts'
 import { receiveMessages } from './ingest-helpers.ts'
-import { inspectQueue } from './messages.ts'
+import { inspectQueue, sendMessages } from './messages.ts'
 import { build } from './helper.ts'
 import { bearer, isErrorBody } from './routes-helpers.ts'
 
@@ -20,7 +19,9 @@ test('GET /rejected and POST /rejected/resubmit', async (t) => {
   // 25 messages that are not logins, each with a value that must never be shown.
   const marker = (i: number) => `198.51.100.${i + 1}`
   const bodies = Array.from({ length: 25 }, (_, i) => JSON.stringify({ ip: marker(i), device_id: `secret-device-${i}`, note: 'no user_id' }))
-  await sendBodies(queue.client, queue.queueUrl, bodies)
+  // Which body each message id carries: the queue may hand them out in any order.
+  const sent = await sendMessages(queue.client, queue.queueUrl, bodies)
+  const bodyOf = new Map(sent.map((messageId, i) => [messageId, bodies[i] as string]))
   const drained = await app.inject({ method: 'POST', url: '/ingest', headers: bearer(tokens['ingest:run']) })
   assert.equal(drained.json<{ rejected: number }>().rejected, 25, drained.body)
   const read = bearer(tokens['rejected:read'])
@@ -55,7 +56,8 @@ test('GET /rejected and POST /rejected/resubmit', async (t) => {
   await t.test('resubmit: audited, sends the bodies back once, and the states follow', async () => {
     const resubmit = (payload: unknown, headers: Record<string, string> = {}) =>
       app.inject({ method: 'POST', url: '/rejected/resubmit', headers: { ...bearer(tokens['rejected:resubmit']), ...headers }, payload: payload as object })
-    const oldest = (await page('limit=1000&state=pending')).items.map((r) => r.id).reverse()
+    const pending = (await page('limit=1000&state=pending')).items.reverse()
+    const oldest = pending.map((r) => r.id)
     const dry = await resubmit({ dryRun: true, limit: 5 })
     assert.deepEqual(dry.json(), { resubmitted: 5, unreadable: 0, dryRun: true })
     assert.equal((await inspectQueue(queue.endpoint, 'login-queue')).ready, 0, 'a dry run sends nothing')
@@ -64,7 +66,8 @@ test('GET /rejected and POST /rejected/resubmit', async (t) => {
     const some = await resubmit({ ids: chosen }, { 'x-access-reason': 'INC-7 user_id made optional' })
     assert.deepEqual(some.json(), { resubmitted: 2, unreadable: 0, dryRun: false })
     const back = await receiveMessages(queue.queue, 2)
-    assert.deepEqual(back.map((m) => m.body).sort(), [bodies[3], bodies[7]].sort(), 'the chosen bodies, as they came')
+    const expected = chosen.map((id) => bodyOf.get(pending.find((r) => r.id === id)?.message_id ?? ''))
+    assert.deepEqual(back.map((m) => m.body).sort(), expected.sort(), 'the chosen bodies, as they came')
     assert.deepEqual((await resubmit({ ids: chosen })).json(), { resubmitted: 0, unreadable: 0, dryRun: false }, 'never twice')
 
     const resubmitted = await page('state=resubmitted')

@@ -13,14 +13,13 @@ const Duplicate = Type.Object({
 
 const duplicates: FastifyPluginAsyncTypebox = async (app) => {
   app.get('/logins/duplicates', {
-    onRequest: app.requireScope('logins:read'),
-    preHandler: app.apiRateLimit,
+    ...app.apiAccess('logins:read'),
     schema: {
+      operationId: 'listDuplicates',
       tags: ['logins'],
       summary: 'Masked ips and device ids seen more than once',
       description: 'Most frequent first, then by field and value; paged with `next`. With field=ip_network (needs IP_PREFIX_KEYS): ' +
         'networks of prefix-preserving ip pseudonyms, `bits` long, seen with more than one user.',
-      security: [{ bearer: [] }],
       querystring: Type.Object(
         {
           field: Type.Union([Type.Literal('ip'), Type.Literal('device_id'), Type.Literal('all'), Type.Literal('ip_network')], {

@@ -35,15 +35,14 @@ export const LoginsQuery = Type.Object(
 
 const logins: FastifyPluginAsyncTypebox = async (app) => {
   app.get('/logins', {
-    onRequest: app.requireScope('logins:read'),
-    preHandler: app.apiRateLimit,
+    ...app.apiAccess('logins:read'),
     schema: {
+      operationId: 'listLogins',
       tags: ['logins'],
       summary: 'List masked logins, newest first, with filters',
       description:
         'Keyset-paged by id: follow `next` until it is null. A walk sees every row that existed when it began exactly once, ' +
         'even while new rows arrive. Filters combine with AND. Never returns the original ip or device_id.',
-      security: [{ bearer: [] }],
       querystring: LoginsQuery,
       response: { 200: Type.Ref('LoginPage'), ...authErrors },
     },

@@ -17,15 +17,14 @@ const RejectedRecord = Type.Object({
 
 const rejected: FastifyPluginAsyncTypebox = async (app) => {
   app.get('/rejected', {
-    onRequest: app.requireScope('rejected:read'),
-    preHandler: app.apiRateLimit,
+    ...app.apiAccess('rejected:read'),
     schema: {
+      operationId: 'listRejected',
       tags: ['ingestion'],
       summary: 'Rejected messages, newest first (never their bodies)',
       description:
         'Messages that could not become a row, with the reason. Their bodies may hold PII and stay encrypted in the ' +
         'database; after a fix, POST /rejected/resubmit sends them back to the queue.',
-      security: [{ bearer: [] }],
       querystring: Type.Object(
         {
           limit: Limit,

@@ -18,8 +18,7 @@ const hooks = audited(AUDIT)
 
 const resubmit: FastifyPluginAsyncTypebox = async (app) => {
   app.post('/rejected/resubmit', {
-    onRequest: app.requireScope('rejected:resubmit'),
-    preHandler: app.apiRateLimit,
+    ...app.apiAccess('rejected:resubmit'),
     onSend: hooks.onSend,
     preValidation: [
       hooks.preValidation,
@@ -29,6 +28,7 @@ const resubmit: FastifyPluginAsyncTypebox = async (app) => {
       },
     ],
     schema: {
+      operationId: 'resubmitRejected',
       tags: ['ingestion'],
       summary: 'Send rejected messages back to the queue after a fix (audited)',
       description:
@@ -36,7 +36,6 @@ const resubmit: FastifyPluginAsyncTypebox = async (app) => {
         'back to the queue it was read from, marking it resubmitted in the same transaction: a rejection is never sent ' +
         `twice. Bodies whose data key was erased or expired are counted as unreadable. Audited (action rejected.resubmit), ` +
         `with the reason in \`${REASON_HEADER}\` when given. A queue or database that fails answers 503; what was sent before stays marked.`,
-      security: [{ bearer: [] }],
       querystring: Type.Object({}, { additionalProperties: false }),
       headers: Type.Object({
         [REASON_HEADER]: Type.Optional(Type.String({ minLength: 5, maxLength: 500, description: 'why (e.g. the fix deployed)', examples: ['INC-7 locale limit fixed'] })),

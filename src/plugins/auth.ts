@@ -2,6 +2,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest, onRequestAsyncHookH
 import fp from 'fastify-plugin'
 import { authenticate, type ApiKey, type Scope } from '../auth/api-keys.ts'
 import { AUDIT_ACTION } from '../audit/hooks.ts'
+import { authErrors } from '../schemas/common.ts'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -65,9 +66,15 @@ export default fp(
     app.addHook('onRoute', (route) => {
       const scope = tagged<Scope>(route.onRequest, REQUIRED_SCOPE)
       const action = tagged<string>(route.onSend, AUDIT_ACTION)
-      if (route.schema === undefined || (scope === undefined && action === undefined)) return
+      if (route.schema === undefined || route.schema.hide === true) return
       const schema = route.schema as Record<string, unknown>
-      if (scope !== undefined) schema['x-scopes'] = [scope]
+      // Public operations say so (`security: []`); the others name the bearer scheme, and every
+      // answer the auth hook and the shared handlers can give, besides their own.
+      schema.security = scope === undefined ? [] : [{ bearer: [] }]
+      if (scope !== undefined) {
+        schema['x-scopes'] = [scope]
+        schema.response = { ...authErrors, ...(schema.response as Record<string, unknown> | undefined) }
+      }
       if (action !== undefined) schema['x-audit-action'] = action
     })
   },

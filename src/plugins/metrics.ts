@@ -125,6 +125,7 @@ export default fp(
 
     app.get('/metrics', {
       schema: {
+        operationId: 'getMetrics',
         tags: ['operations'],
         summary: 'Prometheus metrics',
         description: 'Text exposition format: pipeline counters, batch durations, dependency failures, HTTP request histograms.',

@@ -13,10 +13,10 @@ const AUDIT: AuditTarget = {
 
 const pii: FastifyPluginAsyncTypebox = async (app) => {
   app.get('/logins/:id/pii', {
-    onRequest: app.requireScope('pii:read'),
-    preHandler: app.apiRateLimit,
+    ...app.apiAccess('pii:read'),
     ...audited(AUDIT),
     schema: {
+      operationId: 'getLoginPii',
       tags: ['pii'],
       summary: 'The original ip and device_id of one row (audited)',
       description:
@@ -24,7 +24,6 @@ const pii: FastifyPluginAsyncTypebox = async (app) => {
         'number). Every call, allowed or refused, is written to the audit log before the answer is sent; if that write fails, ' +
         'no PII is returned (503). 404: no such row, or a row that predates the service and has no stored originals. ' +
         '410: the originals were erased or expired. Never cached.',
-      security: [{ bearer: [] }],
       // no query parameters: an unknown one is refused like everywhere else
       querystring: Type.Object({}, { additionalProperties: false }),
       params: Type.Object({ id: Type.String({ pattern: '^[1-9][0-9]{0,18}$', description: 'row id', examples: ['1'] }) }),

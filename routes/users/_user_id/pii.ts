@@ -12,10 +12,10 @@ const AUDIT: AuditTarget = {
 
 const erase: FastifyPluginAsyncTypebox = async (app) => {
   app.delete('/users/:user_id/pii', {
-    onRequest: app.requireScope('pii:erase'),
-    preHandler: app.apiRateLimit,
+    ...app.apiAccess('pii:erase'),
     ...audited(AUDIT),
     schema: {
+      operationId: 'eraseUserPii',
       tags: ['pii'],
       summary: "Erase one user's originals for good (crypto-shredding, audited)",
       description:
@@ -23,7 +23,6 @@ const erase: FastifyPluginAsyncTypebox = async (app) => {
         'ciphertexts under them, so their original ip and device_id (and their rejected bodies) can never be decrypted again; ' +
         'GET /logins/{id}/pii then answers 410 for their rows. The masked rows stay as pseudonymous analytics unless ' +
         '`rows=delete`. Erasing twice is harmless (the counts are then zero). Audited like the PII route.',
-      security: [{ bearer: [] }],
       params: Type.Object({ user_id: Type.String({ minLength: 1, maxLength: 128, examples: ['424cdd21-063a-43a7-b91b-7ca1a833afae'] }) }),
       querystring: Type.Object(
         { rows: Type.Union([Type.Literal('keep'), Type.Literal('delete')], { default: 'keep', description: 'also delete the masked rows' }) },
