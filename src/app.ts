@@ -92,6 +92,9 @@ export async function buildApp({ config, services, logger }: BuildOptions): Prom
       : { logger: logger ?? loggerOptions(config) }),
     genReqId: () => crypto.randomUUID(),
     requestIdHeader: false,
+    // Close hooks run under this timeout too, and the worker's waits for its last long polls
+    // (up to SQS_WAIT_TIME_SECONDS) and their commit: the shutdown grace is the bound instead.
+    pluginTimeout: Math.max(10_000, config.SHUTDOWN_GRACE_MS),
     // User ids may be 128 characters (as ingestion and the column allow), longer when encoded:
     // the default 100 made DELETE /users/{user_id}/pii answer 414, unaudited, for valid ids.
     // Longer ids reach the route schema and get an audited 400.
