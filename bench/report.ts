@@ -1,7 +1,15 @@
+import type { CopyResult } from './lib/copy.ts'
 import type { ApiResult } from './sections/api.ts'
 import type { DbPathResult } from './sections/dbpath.ts'
 import type { DrainResult, LoopResult } from './sections/ingest.ts'
 import type { MaskingResult } from './sections/masking.ts'
+
+/** One repetition of sections 1 and 2: the service's drain, a COPY of the rows it wrote, the receive+delete loop. */
+export interface Repetition {
+  ingestion?: DrainResult
+  copy?: CopyResult
+  ceiling?: LoopResult
+}
 
 export interface Report {
   date: string
@@ -14,6 +22,9 @@ export interface Report {
   sections: {
     ingestion?: DrainResult
     ceiling?: LoopResult & { ratio: number }
+    repetitions?: Repetition[]
+    /** medians over the repetitions: the floor is the receive+delete loop and a COPY of the same rows together */
+    floor?: { repetitions: number; copy: CopyResult; floorPerSecond: number; endToEndVsFloor: number; serviceCpuVsCeiling: number; postgresCpuVsCopy: number }
     typical?: LoopResult & { rows: number; rejected: number; ratio: number }
     databasePath?: DbPathResult
     masking?: MaskingResult
@@ -44,8 +55,22 @@ export function markdown(report: Report): string {
     if (i) out.push(`| 1. the service's worker, end to end | ${n(i.messages)} | **${n(i.perSecond)}** | ${n(i.serviceCpuUsPerMessage)} | ${n(i.emulatorCpuUsPerMessage)} | ${n(i.postgresCpuUsPerMessage)} |`)
     const c = s.ceiling
     if (c) out.push(`| 2. queue ceiling: receive 10 + batch delete, same pollers | ${n(c.messages)} | ${n(c.perSecond)} | ${n(c.cpuUsPerMessage)} | ${n(c.emulatorCpuUsPerMessage)} | – |`)
+    const f = s.floor
+    if (f) {
+      out.push(`| COPY of section 1's rows into the same tables (one transaction) | ${n(f.copy.rows)} | ${n(f.copy.rowsPerSecond)} | – | – | ${n(f.copy.postgresCpuUsPerRow)} |`)
+      out.push(`| the floor: receive+delete loop and COPY together, 1 / (1/ceiling + 1/COPY) | | ${n(f.floorPerSecond)} | – | – | – |`)
+    }
     const t = s.typical
     if (t) out.push(`| 3. typical: receive 1, insert 1, delete 1 | ${n(t.messages)} | ${n(t.perSecond)} | ${n(t.cpuUsPerMessage)} | ${n(t.emulatorCpuUsPerMessage)} | – |`)
+    if (s.repetitions && s.repetitions.length > 1) {
+      out.push('')
+      out.push('| repetition | service msg/s | service CPU µs/msg | PostgreSQL CPU µs/msg | COPY rows/s | COPY PostgreSQL CPU µs/row | ceiling msg/s | ceiling CPU µs/msg |', '| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |')
+      s.repetitions.forEach((rep, i) => {
+        const v = (value: number | undefined): string => (value === undefined ? '–' : n(value))
+        out.push(`| ${i + 1} | ${v(rep.ingestion?.perSecond)} | ${v(rep.ingestion?.serviceCpuUsPerMessage)} | ${v(rep.ingestion?.postgresCpuUsPerMessage)} | ` +
+          `${v(rep.copy?.rowsPerSecond)} | ${v(rep.copy?.postgresCpuUsPerRow)} | ${v(rep.ceiling?.perSecond)} | ${v(rep.ceiling?.cpuUsPerMessage)} |`)
+      })
+    }
     out.push('')
   }
   const d = s.databasePath

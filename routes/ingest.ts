@@ -46,7 +46,7 @@ const ingest: FastifyPluginAsyncTypebox = async (app) => {
         {
           sql: app.services.sql,
           queue: app.services.queue,
-          worker: app.worker,
+          batches: app.worker.batches,
           concurrency: app.workerOptions.concurrency,
           visibilityTimeoutSeconds: app.workerOptions.visibilityTimeoutSeconds,
         },

@@ -110,6 +110,9 @@ export async function buildApp({ config, services, logger }: BuildOptions): Prom
     genReqId: () => crypto.randomUUID(),
     requestIdHeader: false,
     ...serverOptions(config),
+    // Close hooks run under this timeout too, and the worker's waits for its last long polls
+    // (up to SQS_WAIT_TIME_SECONDS) and their commit: the shutdown grace is the bound instead.
+    pluginTimeout: Math.max(10_000, config.SHUTDOWN_GRACE_MS),
   }).withTypeProvider<TypeBoxTypeProvider>()
 
   const workerOptions: WorkerOptions = {

@@ -70,6 +70,9 @@ export class ConfigError extends Error {
   }
 }
 
+/** Time a shutdown keeps, beyond the long poll, to commit and delete what the last polls brought. */
+export const SHUTDOWN_COMMIT_MARGIN_MS = 5000
+
 /** Variables that must be set when NODE_ENV=production, so a pod never falls back to embedded parts. */
 const REQUIRED_IN_PRODUCTION = ['DATABASE_URL', 'SQS_QUEUE_URL', 'MASK_KEYS', 'VAULT_MASTER_KEYS', 'API_KEYS'] as const
 
@@ -112,6 +115,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
         throw new ConfigError(name, 'is required when NODE_ENV=production (embedded defaults are for development only)')
       }
     }
+  }
+  if (config.WORKER_ENABLED && config.SHUTDOWN_GRACE_MS < config.SQS_WAIT_TIME_SECONDS * 1000 + SHUTDOWN_COMMIT_MARGIN_MS) {
+    throw new ConfigError(
+      'SHUTDOWN_GRACE_MS',
+      `must be at least ${config.SQS_WAIT_TIME_SECONDS * 1000 + SHUTDOWN_COMMIT_MARGIN_MS} with SQS_WAIT_TIME_SECONDS=${config.SQS_WAIT_TIME_SECONDS}: ` +
+        `a shutdown lets the long polls in flight return and stores what they bring (the wait plus ${SHUTDOWN_COMMIT_MARGIN_MS} ms to commit and delete)`,
+    )
   }
   return Object.freeze(config)
 }

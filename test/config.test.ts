@@ -129,6 +129,18 @@ test('TRUST_PROXY: true, false, a number of hops, or addresses and CIDRs', () =>
   assert.deepEqual([hops('10.0.0.1', 0), hops('10.0.0.2', 1)], [true, false], 'one hop: the nearest proxy is trusted, the next address is the client')
 })
 
+test('loadConfig refuses a shutdown grace that cannot cover a long poll plus a commit, when the worker runs', () => {
+  assert.throws(() => loadConfig({ SQS_WAIT_TIME_SECONDS: '20', SHUTDOWN_GRACE_MS: '20000' }), (error: unknown) => {
+    assert.ok(error instanceof ConfigError)
+    assert.equal(error.variable, 'SHUTDOWN_GRACE_MS')
+    assert.match(error.message, /^SHUTDOWN_GRACE_MS: must be at least 25000 with SQS_WAIT_TIME_SECONDS=20/)
+    return true
+  })
+  assert.equal(loadConfig({ SQS_WAIT_TIME_SECONDS: '20', SHUTDOWN_GRACE_MS: '25000' }).SHUTDOWN_GRACE_MS, 25_000, 'the defaults fit')
+  assert.equal(loadConfig({ SQS_WAIT_TIME_SECONDS: '5', SHUTDOWN_GRACE_MS: '10000' }).SHUTDOWN_GRACE_MS, 10_000, 'a shorter wait allows a shorter grace')
+  assert.equal(loadConfig({ WORKER_ENABLED: 'false', SHUTDOWN_GRACE_MS: '2000' }).SHUTDOWN_GRACE_MS, 2000, 'no worker, no long polls to wait for')
+})
+
 test('loadConfig names the variable of each bad value, and refuses integers that are not plain digits', () => {
   const bad: [string, string][] = [
     ['PORT', 'abc'], ['PORT', '1.5'], ['PORT', '1e3'], ['PORT', '0x10'], ['PORT', '-1'], ['PORT', '65536'],

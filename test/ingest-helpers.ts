@@ -1,7 +1,7 @@
 import { randomBytes, randomUUID } from 'node:crypto'
 import { sendBodies } from '../src/embedded/samples.ts'
-import type { BatchOutcome, LoginPipeline, QueueMessage } from '../src/ingest/pipeline.ts'
-import type { LoginQueue } from '../src/ingest/queue.ts'
+import type { BatchOutcome, LoginPipeline } from '../src/ingest/pipeline.ts'
+import type { LoginQueue, QueueMessage } from '../src/ingest/queue.ts'
 
 /*
  * Helpers for tests that drive the real pipeline by hand: valid login records, receiving a

@@ -5,7 +5,7 @@ import type { FastifyInstance, InjectOptions, LightMyRequestResponse } from 'fas
 import type { Sql } from 'postgres'
 import { buildApp } from '../src/app.ts'
 import { createSql } from '../src/db/sql.ts'
-import type { QueueMessage } from '../src/ingest/pipeline.ts'
+import type { QueueMessage } from '../src/ingest/queue.ts'
 import { captureLogs, testConfig, testDatabase, testQueue, testServices, testApiKeys, type CapturedLogs, type TestServices } from './helper.ts'
 import { startTcpProxy, targetOf, type TcpProxy } from './tcp-proxy.ts'
 import type { LoginRecord } from './ingest-helpers.ts'

@@ -6,6 +6,8 @@ export interface Options {
   quick: boolean
   /** section 1 and 2: messages drained */
   messages: number
+  /** repetitions of sections 1 and 2 (ratios are their median) */
+  repeat: number
   /** section 3: messages of the one-at-a-time loop */
   typicalMessages: number
   /** section 4: messages of the database path */

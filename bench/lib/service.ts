@@ -97,7 +97,7 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
   }
   const profile = options.cpuProfDir === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${options.cpuProfDir}`]
   const entry = options.runtime.kind === 'build' ? [join(options.runtime.folder, 'src', 'server.js')] : ['--import', 'tsx', 'src/server.ts']
-  const child = spawnNode([...profile, ...entry], env)
+  const child = spawnNode([...profile, ...(process.env.SERVICE_NODE_FLAGS?.split(' ').filter(Boolean) ?? []), ...entry], env)
   const url = `http://127.0.0.1:${port}`
   const deadline = Date.now() + 60_000
   for (;;) {

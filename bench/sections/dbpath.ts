@@ -1,12 +1,12 @@
-import { Readable } from 'node:stream'
-import { pipeline as streamPipeline } from 'node:stream/promises'
 import type { Sql, TransactionSql } from 'postgres'
 import { parseLoginMessage } from '../../src/ingest/message.ts'
-import { LoginPipeline, type QueueMessage } from '../../src/ingest/pipeline.ts'
+import { LoginPipeline } from '../../src/ingest/pipeline.ts'
+import type { QueueMessage } from '../../src/ingest/queue.ts'
 import { LoginQueue } from '../../src/ingest/queue.ts'
 import { Masker } from '../../src/pii/mask.ts'
 import { Vault, keyringProvider, loginAad, rejectionAad, seal } from '../../src/pii/vault.ts'
 import { round, type Context } from '../lib/context.ts'
+import { copyStoredRows, type CopyResult } from '../lib/copy.ts'
 import { resetTables, storedCounts } from '../lib/db.ts'
 import { messageSource } from '../lib/messages.ts'
 import { createQueue, deleteQueue, fill } from '../lib/sqs.ts'
@@ -17,7 +17,7 @@ export interface DbPathResult {
   concurrency: number
   /** cpuUsPerMessage: CPU time of this (Node.js) process per message: the pipeline's own cost, without any queue call */
   pipeline: { seconds: number; rowsPerSecond: number; rows: number; rejected: number; cpuUsPerMessage: number }
-  copy: { seconds: number; rowsPerSecond: number; rows: number }
+  copy: CopyResult
   /** average milliseconds per batch of 10, one batch at a time */
   breakdown: {
     batches: number
@@ -66,13 +66,6 @@ function timedSql(sql: Sql, clock: { outside: number; inside: number; bodyEnd: n
   return wrap(sql, 'outside')
 }
 
-/** One COPY text-format field. */
-const copyField = (value: string | null): string =>
-  value === null ? '\\N' : value.replace(/\\/g, '\\\\').replace(/\t/g, '\\t').replace(/\n/g, '\\n').replace(/\r/g, '\\r')
-
-const LOGIN_COLUMNS = ['id', 'message_id', 'user_id', 'device_type', 'masked_ip', 'masked_device_id', 'locale', 'app_version',
-  'app_version_text', 'create_date', 'sent_at', 'ingested_at', 'mask_key_id'] as const
-
 /**
  * Section 4: the pipeline's store path on pre-received batches (no queue calls), next to a plain
  * COPY of the very rows it wrote; then, one batch at a time, where the time of a batch goes.
@@ -113,28 +106,8 @@ export async function databasePath(ctx: Context, count: number): Promise<DbPathR
   if (stored.rows + stored.rejected !== count) throw new Error(`database path: expected ${count} stored, found ${stored.rows} + ${stored.rejected}`)
 
   // The same rows (and their vault rows) written back with COPY, in one transaction.
-  // json, not text[]: postgres.js reads a NULL element of a text array as the string 'NULL'.
-  const loginRows = await sql.unsafe<{ line: (string | null)[] }[]>(
-    `SELECT json_build_array(${LOGIN_COLUMNS.map((c) => `${c}::text`).join(', ')}) AS line FROM user_logins ORDER BY id`)
-  const vaultRows = await sql<{ line: (string | null)[] }[]>`
-    SELECT json_build_array(login_id::text, data_key_id::text, '\\x' || encode(ciphertext, 'hex')) AS line FROM pii_vault ORDER BY login_id`
-  await sql`TRUNCATE user_logins, pii_vault`
-  await sql`VACUUM ANALYZE user_logins`
-  ctx.log(`COPY of the same ${loginRows.length} rows`)
-  const copyStarted = performance.now()
-  // postgres.js never settles a COPY that the server refused: give up after a while instead of hanging.
-  let copyTimer: NodeJS.Timeout | undefined
-  const copyTimeout = new Promise<never>((_, reject) => {
-    copyTimer = setTimeout(() => reject(new Error('COPY did not finish within 5 minutes (refused data?)')), 300_000)
-  })
-  await Promise.race([copyTimeout, sql.begin(async (tx) => {
-    const lines = (rows: { line: (string | null)[] }[]) => Readable.from((function* () {
-      for (const { line } of rows) yield `${line.map(copyField).join('\t')}\n`
-    })())
-    await streamPipeline(lines(loginRows), await tx.unsafe(`COPY user_logins (${LOGIN_COLUMNS.join(', ')}) FROM STDIN`).writable())
-    await streamPipeline(lines(vaultRows), await tx`COPY pii_vault (login_id, data_key_id, ciphertext) FROM STDIN`.writable())
-  })]).finally(() => clearTimeout(copyTimer))
-  const copySeconds = (performance.now() - copyStarted) / 1000
+  ctx.log(`COPY of the same ${stored.rows} rows`)
+  const copy = await copyStoredRows(sql, ctx.db.name, 'login-ingest-bench')
 
   // Where the time of one batch goes, one batch at a time, on fresh tables.
   await resetTables(sql)
@@ -191,7 +164,7 @@ export async function databasePath(ctx: Context, count: number): Promise<DbPathR
       rejected: stored.rejected,
       cpuUsPerMessage: round(((used.user + used.system) / count), 1),
     },
-    copy: { seconds: round(copySeconds, 3), rowsPerSecond: round(loginRows.length / copySeconds, 0), rows: loginRows.length },
+    copy,
     breakdown: {
       batches: sample.length,
       parseValidateMs: per(sum.parse),

@@ -1,8 +1,8 @@
 import { randomUUID } from 'node:crypto'
 import type { Sql } from 'postgres'
+import { DependencyError, type BatchReport, type BatchStore } from './batches.ts'
 import { addCounts } from './pipeline.ts'
 import type { LoginQueue } from './queue.ts'
-import { DependencyError, type BatchReport, type IngestWorker } from './worker.ts'
 
 export interface DrainLimits {
   /** stop after receiving this many messages */
@@ -11,7 +11,7 @@ export interface DrainLimits {
   maxSeconds: number
 }
 
-/** The worker's batch counts, summed over the drain, and what ended it. */
+/** The batch counts, summed over the drain, and what ended it. */
 export interface DrainReport extends BatchReport {
   stoppedBy: 'empty' | 'maxMessages' | 'maxSeconds' | 'shutdown'
 }
@@ -59,10 +59,12 @@ async function releaseLease(sql: Sql, owner: string): Promise<void> {
 /**
  * Drains the queue now, for a scheduler: `concurrency` receive loops (short polls) share the
  * limits and stop when the queue answers empty, a limit is reached, or a dependency fails.
- * Batches go through the worker's runBatch, so counts and guarantees are the worker's.
+ * Batches go through the worker's BatchStore (group commit, heartbeat, delete after commit), so
+ * counts and guarantees are the worker's. A loop receives again once its batch is committed;
+ * the deletes finish before the drain answers.
  */
 export async function drainQueue(
-  deps: { sql: Sql; queue: LoginQueue; worker: IngestWorker; concurrency: number; visibilityTimeoutSeconds: number },
+  deps: { sql: Sql; queue: LoginQueue; batches: BatchStore; concurrency: number; visibilityTimeoutSeconds: number },
   limits: DrainLimits,
   /** aborted when the service shuts down: no new receive, batches in hand still finish */
   signal?: AbortSignal,
@@ -91,6 +93,8 @@ export async function drainQueue(
     report.deleteFailures += batch.deleteFailures
   }
 
+  const reports: Promise<void>[] = []
+  const submitter = Symbol('drain')
   const loop = async (): Promise<void> => {
     while (stop === null && failure === null) {
       if (signal?.aborted === true) {
@@ -119,8 +123,10 @@ export async function drainQueue(
         stop ??= 'empty'
         return
       }
+      const batch = deps.batches.submit(messages, submitter)
+      reports.push(batch.report.then(add, () => {}))
       try {
-        add(await deps.worker.runBatch(messages))
+        await batch.committed
       } catch (error) {
         report.received += messages.length
         failure = new DrainFailedError(error instanceof DependencyError ? error.dependency : 'database', report)
@@ -131,6 +137,7 @@ export async function drainQueue(
 
   try {
     await Promise.all(Array.from({ length: deps.concurrency }, loop))
+    await Promise.all(reports)
   } finally {
     report.durationMs = Math.round(performance.now() - started)
     await releaseLease(deps.sql, owner).catch(() => {})

@@ -6,15 +6,7 @@ import { encodeAppVersion } from './app-version.ts'
 import { isDataError, refusalReason } from './errors.ts'
 import { lockMaskKeyStateShared } from '../pii/mask-keys.ts'
 import { parseLoginMessage } from './message.ts'
-
-/** One message as received from the queue. */
-export interface QueueMessage {
-  messageId: string
-  receiptHandle: string
-  body: string
-  sentAt: Date
-  receiveCount: number
-}
+import type { QueueMessage } from './queue.ts'
 
 /** A row of `user_logins` as the pipeline writes it. */
 export interface LoginRow {
@@ -80,9 +72,24 @@ export function addCounts(into: StoreCounts, more: StoreCounts): StoreCounts {
   return into
 }
 
+/** What one transaction (or its halves) stored, by message id. */
+export interface StoreResult extends StoreCounts {
+  /** message ids that got a new row in user_logins */
+  insertedIds: Set<string>
+  /** message ids that got a new rejection record, with its reason */
+  rejectedIds: Map<string, string>
+}
+
 export interface BatchOutcome extends StoreCounts {
   /** messages whose row or rejection is committed, safe to delete from the queue */
   stored: QueueMessage[]
+}
+
+function mergeResults(first: StoreResult, second: StoreResult): StoreResult {
+  addCounts(first, second)
+  for (const id of second.insertedIds) first.insertedIds.add(id)
+  for (const [id, reason] of second.rejectedIds) first.rejectedIds.set(id, reason)
+  return first
 }
 
 /** Subject of the data key for a rejected body: its user when one can be read, so erasure covers it too. */
@@ -109,10 +116,14 @@ export class LoginPipeline {
   ) {}
 
   async process(messages: readonly QueueMessage[]): Promise<BatchOutcome> {
-    if (messages.length === 0) return { inserted: 0, duplicates: 0, rejected: 0, rejectedReasons: {}, stored: [] }
-    const sealed = await this.seal(messages)
-    const counts = await this.storeOrSplit(sealed)
+    const { insertedIds: _inserted, rejectedIds: _rejected, ...counts } = await this.processById(messages)
     return { ...counts, stored: [...messages] }
+  }
+
+  /** As process(), and says which message ids got a row or a rejection (the rest were duplicates); all are stored. */
+  async processById(messages: readonly QueueMessage[]): Promise<StoreResult> {
+    if (messages.length === 0) return { inserted: 0, duplicates: 0, rejected: 0, rejectedReasons: {}, insertedIds: new Set(), rejectedIds: new Map() }
+    return this.storeOrSplit(await this.seal(messages))
   }
 
   /** Parses, masks and encrypts a batch; needs the database only to fetch data keys. */
@@ -161,7 +172,7 @@ export class LoginPipeline {
    * halves the batch until that message is alone, and records it as rejected; the rest is
    * stored. Availability errors are thrown unchanged: the caller leaves the batch on the queue.
    */
-  async storeOrSplit(items: Sealed[]): Promise<StoreCounts> {
+  async storeOrSplit(items: Sealed[]): Promise<StoreResult> {
     try {
       return await this.sql.begin((tx) => this.store(tx, items))
     } catch (error) {
@@ -174,7 +185,7 @@ export class LoginPipeline {
       const middle = Math.ceil(items.length / 2)
       const first = await this.storeOrSplit(items.slice(0, middle))
       const second = await this.storeOrSplit(items.slice(middle))
-      return addCounts(first, second)
+      return mergeResults(first, second)
     }
   }
 
@@ -189,11 +200,11 @@ export class LoginPipeline {
     }
   }
 
-  private async store(tx: TransactionSql, items: readonly Sealed[]): Promise<StoreCounts> {
+  private async store(tx: TransactionSql, items: readonly Sealed[]): Promise<StoreResult> {
     const logins = items.filter((i): i is SealedLogin => i.kind === 'login')
     const rejections = items.filter((i): i is SealedRejection => i.kind === 'rejection')
-    let inserted = 0
-    let rejected = 0
+    const insertedIds = new Set<string>()
+    const rejectedIds = new Map<string, string>()
     const rejectedReasons: Record<string, number> = {}
     if (logins.length > 0) {
       const keys = await lockMaskKeyStateShared(tx)
@@ -213,7 +224,8 @@ export class LoginPipeline {
       const column = <K extends keyof LoginRow>(name: K): LoginRow[K][] => rows.map((row) => row[name])
       // A message delivered twice can be twice in one coalesced batch: one vault entry per message id.
       const sealed = [...new Map(logins.map((l) => [l.message.messageId, l])).values()]
-      const created = await tx<{ login_id: string }[]>`
+      // The vault insert runs although the outer query does not read it (data-modifying CTEs always do).
+      const created = await tx<{ message_id: string }[]>`
         WITH created AS (
           INSERT INTO user_logins (message_id, user_id, device_type, masked_ip, masked_device_id, locale, app_version,
                                    app_version_text, create_date, sent_at, mask_key_id, next_masked_ip, next_masked_device_id,
@@ -228,16 +240,17 @@ export class LoginPipeline {
             ${tx.array(column('next_masked_device_id'))}::text[], ${tx.array(column('next_mask_key_id'))}::text[],
             ${tx.array(column('masked_ip_prefix'))}::text[], ${tx.array(rows.map((row) => pseudonymAddress(row.masked_ip_prefix)))}::inet[])
           ON CONFLICT (message_id) DO NOTHING
-          RETURNING id, message_id)
+          RETURNING id, message_id),
+        vault AS (
         INSERT INTO pii_vault (login_id, data_key_id, ciphertext)
         SELECT created.id, sealed.data_key_id, decode(sealed.ciphertext, 'hex')
         FROM created JOIN unnest(
           ${tx.array(sealed.map((l) => l.message.messageId))}::text[],
           ${tx.array(sealed.map((l) => l.dataKey.id))}::bigint[],
           ${tx.array(sealed.map((l) => l.ciphertext.toString('hex')))}::text[]) AS sealed (message_id, data_key_id, ciphertext)
-          ON sealed.message_id = created.message_id
-        RETURNING login_id::text AS login_id`
-      inserted = created.length
+          ON sealed.message_id = created.message_id)
+        SELECT message_id FROM created`
+      for (const { message_id } of created) insertedIds.add(message_id)
     }
     if (rejections.length > 0) {
       const rows = rejections.map((r) => ({
@@ -248,13 +261,17 @@ export class LoginPipeline {
         sent_at: r.message.sentAt,
         receive_count: r.message.receiveCount,
       }))
-      const created: { reason: string }[] = await tx`
+      const created: { message_id: string; reason: string }[] = await tx`
         INSERT INTO rejected_messages ${tx(rows, 'message_id', 'reason', 'data_key_id', 'body_ciphertext', 'sent_at', 'receive_count')}
         ON CONFLICT (message_id) DO NOTHING
-        RETURNING reason`
-      rejected = created.length
-      for (const { reason } of created) rejectedReasons[reason] = (rejectedReasons[reason] ?? 0) + 1
+        RETURNING message_id, reason`
+      for (const { message_id, reason } of created) {
+        rejectedIds.set(message_id, reason)
+        rejectedReasons[reason] = (rejectedReasons[reason] ?? 0) + 1
+      }
     }
-    return { inserted, rejected, rejectedReasons, duplicates: items.length - inserted - rejected }
+    const inserted = insertedIds.size
+    const rejected = rejectedIds.size
+    return { inserted, rejected, rejectedReasons, duplicates: items.length - inserted - rejected, insertedIds, rejectedIds }
   }
 }

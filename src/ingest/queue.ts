@@ -5,7 +5,15 @@ import {
   ReceiveMessageCommand,
   type SQSClient,
 } from '@aws-sdk/client-sqs'
-import type { QueueMessage } from './pipeline.ts'
+
+/** One message as received from the queue. */
+export interface QueueMessage {
+  messageId: string
+  receiptHandle: string
+  body: string
+  sentAt: Date
+  receiveCount: number
+}
 
 export interface ReceiveOptions {
   maxMessages: number

@@ -1,8 +1,11 @@
 import type { FastifyBaseLogger } from 'fastify'
 import type { Sql } from 'postgres'
+import { BatchStore, DependencyError, type BatchReport, type Dependency } from './batches.ts'
 import { describeError } from './errors.ts'
-import type { LoginPipeline, QueueMessage, StoreCounts } from './pipeline.ts'
-import type { LoginQueue } from './queue.ts'
+import type { LoginPipeline } from './pipeline.ts'
+import type { LoginQueue, QueueMessage } from './queue.ts'
+
+export { DependencyError, type BatchReport } from './batches.ts'
 
 export interface WorkerOptions {
   concurrency: number
@@ -34,13 +37,6 @@ export interface WorkerState {
   lastError: WorkerFailure | null
 }
 
-export interface BatchReport extends StoreCounts {
-  received: number
-  deleted: number
-  deleteFailures: number
-  durationMs: number
-}
-
 export interface Totals {
   received: number
   inserted: number
@@ -52,78 +48,59 @@ export interface Totals {
   storeErrors: number
 }
 
-class DependencyError extends Error {
-  constructor(
-    readonly dependency: 'queue' | 'database',
-    readonly failure: unknown,
-  ) {
-    super(`${dependency} failed`)
-  }
-}
-
 const sleepFor = (failures: number, ceiling: number): number =>
   Math.min(ceiling, 250 * 2 ** Math.min(failures, 10)) * (0.5 + Math.random() / 2)
 
-/** A received batch waiting for (or in) its transaction. */
-interface PendingBatch {
-  poller: number
-  messages: readonly QueueMessage[]
-  heartbeat: NodeJS.Timeout
-  done: () => void
-}
-
 /**
  * The background consumer: `concurrency` pollers, each a chain of setTimeout-scheduled ticks
- * (long-poll, hand the batch over), never a tight loop. Received batches are stored together:
- * a transaction takes every batch waiting (up to `maxMessagesPerTransaction` messages), at most
- * `maxTransactions` run at once, and a batch is deleted only after the commit of its
- * transaction, off the pollers' path. While the database commits, a poller receives again
- * before its previous batches are stored, up to `maxBatchesPerPoller` uncommitted batches;
- * before the first commit and after a failure it waits for each batch's commit (one at a time).
- * After a database failure a poller checks the database before it receives again, so an outage
- * does not burn the messages' receive counts towards the dead-letter queue.
+ * (long-poll, submit the batch), never a tight loop. Batches go to the BatchStore, the one
+ * store-and-delete path (group commit, heartbeat, delete after commit, report), which
+ * `POST /ingest` uses too. While the database commits, a poller receives again before its
+ * previous batches are stored, up to `maxBatchesPerPoller` uncommitted batches; before the first
+ * commit and after a failure it waits for each batch's commit (one at a time). After a database
+ * failure a poller checks the database before it receives again, so an outage does not burn the
+ * messages' receive counts towards the dead-letter queue.
  */
 export class IngestWorker {
   readonly totals: Totals = {
     received: 0, inserted: 0, duplicates: 0, rejected: 0, deleted: 0, deleteFailures: 0, pollErrors: 0, storeErrors: 0,
   }
+  /** the one store-and-delete path; POST /ingest submits its batches here too */
+  readonly batches: BatchStore
   private status: WorkerState['status'] = 'idle'
   private readonly ticks = new Set<Promise<void>>()
   private readonly timers = new Set<NodeJS.Timeout>()
-  private abort = new AbortController()
-  private batchesInFlight = 0
   private lastPollAt: Date | null = null
   private lastSuccessfulPollAt: Date | null = null
   private lastError: WorkerFailure | null = null
   private databaseSuspect = false
-  /** true once a transaction committed, false after one failed: pollers receive ahead only while true */
-  private databaseCommitting = false
-  /** batches waiting for a transaction */
-  private readonly waiting: PendingBatch[] = []
-  private transactions = 0
-  /** uncommitted batches per poller */
-  private readonly uncommitted = new Map<number, number>()
   /** pollers whose batch failed to store since their last tick: they back off */
   private readonly failedPollers = new Set<number>()
-  /** every batch handed over and not yet stored and deleted (or failed); stop() waits for them */
-  private readonly batches = new Set<Promise<void>>()
-  private wakeUps: (() => void)[] = []
   private readonly batchListeners: ((report: BatchReport) => void)[] = []
-  private readonly failureListeners: ((dependency: 'queue' | 'database') => void)[] = []
+  private readonly failureListeners: ((dependency: Dependency) => void)[] = []
 
   constructor(
     private readonly queue: LoginQueue,
-    private readonly pipeline: LoginPipeline,
+    pipeline: LoginPipeline,
     private readonly sql: Sql,
     private readonly log: FastifyBaseLogger,
     private readonly options: WorkerOptions,
-  ) {}
+  ) {
+    this.batches = new BatchStore(queue, pipeline, log, {
+      visibilityTimeoutSeconds: options.visibilityTimeoutSeconds,
+      ...(options.maxMessagesPerTransaction === undefined ? {} : { maxMessagesPerTransaction: options.maxMessagesPerTransaction }),
+      ...(options.maxTransactions === undefined ? {} : { maxTransactions: options.maxTransactions }),
+    }, {
+      report: (report) => this.count(report),
+      failure: (dependency, cause) => this.recordFailure(dependency, cause),
+    })
+  }
 
   onBatch(listener: (report: BatchReport) => void): void {
     this.batchListeners.push(listener)
   }
 
-  onFailure(listener: (dependency: 'queue' | 'database') => void): void {
+  onFailure(listener: (dependency: Dependency) => void): void {
     this.failureListeners.push(listener)
   }
 
@@ -131,7 +108,7 @@ export class IngestWorker {
     return {
       status: this.status,
       pollers: this.status === 'running' ? this.options.concurrency : 0,
-      batchesInFlight: this.batchesInFlight,
+      batchesInFlight: this.batches.inFlight,
       lastPollAt: this.lastPollAt?.toISOString() ?? null,
       lastSuccessfulPollAt: this.lastSuccessfulPollAt?.toISOString() ?? null,
       lastError: this.lastError,
@@ -139,75 +116,28 @@ export class IngestWorker {
   }
 
   start(): void {
-    if (this.status === 'running') return
+    if (this.status === 'running' || this.status === 'stopping') return
     this.status = 'running'
-    this.abort = new AbortController()
     for (let poller = 0; poller < this.options.concurrency; poller++) this.schedule(poller, 0, 0)
     this.log.info({ pollers: this.options.concurrency }, 'ingestion worker started')
   }
 
-  /** Stops polling, lets the batches in flight commit and delete, then resolves. */
+  /**
+   * Stops scheduling polls, lets the long polls in flight return (within the wait time) and
+   * stores and deletes what they and the batches in flight bring, then resolves. The polls are
+   * not aborted: SQS (and its emulators) would keep an abandoned poll open and hand it messages
+   * that then stay invisible for the visibility timeout.
+   */
   async stop(): Promise<void> {
     if (this.status !== 'running') return
     this.status = 'stopping'
     for (const timer of this.timers) clearTimeout(timer)
     this.timers.clear()
-    this.abort.abort()
-    this.wake()
-    while (this.ticks.size > 0 || this.batches.size > 0) await Promise.allSettled([...this.ticks, ...this.batches])
+    // A tick waiting for room wakes at the next commit and returns; a tick in a poll submits what it brings.
+    while (this.ticks.size > 0) await Promise.allSettled([...this.ticks])
+    await this.batches.idle()
     this.status = 'stopped'
     this.log.info('ingestion worker stopped; batches in flight finished')
-  }
-
-  /**
-   * Processes one received batch: store (with heartbeat), then delete what was committed.
-   * Throws a DependencyError-wrapped failure when the batch must stay on the queue.
-   */
-  async runBatch(messages: readonly QueueMessage[]): Promise<BatchReport> {
-    const started = performance.now()
-    this.batchesInFlight++
-    const heartbeatMs = (this.options.visibilityTimeoutSeconds * 1000) / 2
-    const heartbeat = setInterval(() => {
-      this.queue.extendVisibility(messages, this.options.visibilityTimeoutSeconds).catch((error: unknown) => {
-        this.log.warn({ err: describeError(error) }, 'could not extend the visibility of a slow batch')
-      })
-    }, heartbeatMs)
-    try {
-      let outcome
-      try {
-        outcome = await this.pipeline.process(messages)
-      } catch (error) {
-        throw new DependencyError('database', error)
-      }
-      clearInterval(heartbeat)
-      let deleted = 0
-      let failed: { messageId: string; code: string }[] = []
-      try {
-        ;({ deleted, failed } = await this.queue.delete(outcome.stored))
-      } catch (error) {
-        // Committed but not deleted: the messages come back and are counted as duplicates then.
-        failed = outcome.stored.map((m) => ({ messageId: m.messageId, code: 'DeleteRequestFailed' }))
-        this.recordFailure('queue', error)
-      }
-      for (const failure of failed) {
-        this.log.warn({ messageId: failure.messageId, code: failure.code }, 'SQS did not delete a stored message; it will be redelivered and skipped as a duplicate')
-      }
-      const report: BatchReport = {
-        received: messages.length,
-        inserted: outcome.inserted,
-        duplicates: outcome.duplicates,
-        rejected: outcome.rejected,
-        rejectedReasons: outcome.rejectedReasons,
-        deleted,
-        deleteFailures: failed.length,
-        durationMs: performance.now() - started,
-      }
-      this.count(report)
-      return report
-    } finally {
-      clearInterval(heartbeat)
-      this.batchesInFlight--
-    }
   }
 
   /**
@@ -216,117 +146,8 @@ export class IngestWorker {
    * batches not yet deleted, so memory stays bounded whatever the backlog.
    */
   private hasRoom(poller: number): boolean {
-    const perPoller = this.databaseCommitting ? Math.max(1, this.options.maxBatchesPerPoller ?? 10) : 1
-    return (this.uncommitted.get(poller) ?? 0) < perPoller && this.batchesInFlight < 2 * perPoller * this.options.concurrency
-  }
-
-  private wake(): void {
-    const wakeUps = this.wakeUps
-    this.wakeUps = []
-    for (const wakeUp of wakeUps) wakeUp()
-  }
-
-  /** Queues a received batch for the next transaction; its visibility is extended meanwhile. */
-  private handOver(poller: number, messages: readonly QueueMessage[]): void {
-    this.batchesInFlight++
-    this.uncommitted.set(poller, (this.uncommitted.get(poller) ?? 0) + 1)
-    const heartbeatMs = (this.options.visibilityTimeoutSeconds * 1000) / 2
-    const heartbeat = setInterval(() => {
-      this.queue.extendVisibility(messages, this.options.visibilityTimeoutSeconds).catch((error: unknown) => {
-        this.log.warn({ err: describeError(error) }, 'could not extend the visibility of a slow batch')
-      })
-    }, heartbeatMs)
-    let done!: () => void
-    const settled = new Promise<void>((resolve) => (done = resolve))
-    this.batches.add(settled)
-    void settled.then(() => this.batches.delete(settled))
-    this.waiting.push({ poller, messages, heartbeat, done })
-    this.startTransactions()
-  }
-
-  /** Starts transactions while there are waiting batches and a free slot; each takes all it can. */
-  private startTransactions(): void {
-    const limit = Math.max(1, this.options.maxMessagesPerTransaction ?? 100)
-    while (this.transactions < Math.max(1, this.options.maxTransactions ?? 1) && this.waiting.length > 0) {
-      const group: PendingBatch[] = []
-      let size = 0
-      while (this.waiting.length > 0 && (group.length === 0 || size + (this.waiting[0] as PendingBatch).messages.length <= limit)) {
-        const batch = this.waiting.shift() as PendingBatch
-        group.push(batch)
-        size += batch.messages.length
-      }
-      this.transactions++
-      this.storeGroup(group).catch((error: unknown) => this.log.error({ err: describeError(error) }, 'storing a batch failed unexpectedly'))
-    }
-  }
-
-  /** One transaction for the group's batches; after the commit the slot is free, then the batches are deleted. */
-  private async storeGroup(group: PendingBatch[]): Promise<void> {
-    const started = performance.now()
-    const messages = group.flatMap((batch) => batch.messages)
-    let outcome
-    try {
-      outcome = await this.pipeline.process(messages)
-      this.databaseCommitting = true
-    } catch (error) {
-      this.databaseCommitting = false
-      this.recordFailure('database', error)
-      this.databaseSuspect = true
-      for (const batch of group) this.failedPollers.add(batch.poller)
-      return
-    } finally {
-      for (const batch of group) {
-        clearInterval(batch.heartbeat)
-        this.uncommitted.set(batch.poller, (this.uncommitted.get(batch.poller) ?? 1) - 1)
-      }
-      this.transactions--
-      if (outcome === undefined) {
-        this.batchesInFlight -= group.length
-        for (const batch of group) batch.done()
-      }
-      this.wake()
-      this.startTransactions()
-    }
-    try {
-      const { deleted, failed } = await this.deleteStored(outcome.stored)
-      this.count({
-        received: messages.length,
-        inserted: outcome.inserted,
-        duplicates: outcome.duplicates,
-        rejected: outcome.rejected,
-        rejectedReasons: outcome.rejectedReasons,
-        deleted,
-        deleteFailures: failed,
-        durationMs: performance.now() - started,
-      })
-    } finally {
-      this.batchesInFlight -= group.length
-      for (const batch of group) batch.done()
-    }
-  }
-
-  /** Deletes committed messages (10 per call, calls side by side); a failed delete only means a later duplicate. */
-  private async deleteStored(stored: readonly QueueMessage[]): Promise<{ deleted: number; failed: number }> {
-    const chunks: QueueMessage[][] = []
-    for (let start = 0; start < stored.length; start += 10) chunks.push(stored.slice(start, start + 10))
-    const results = await Promise.all(chunks.map(async (chunk) => {
-      try {
-        return await this.queue.delete(chunk)
-      } catch (error) {
-        this.recordFailure('queue', error)
-        return { deleted: 0, failed: chunk.map((m) => ({ messageId: m.messageId, code: 'DeleteRequestFailed' })) }
-      }
-    }))
-    let deleted = 0
-    let failed = 0
-    for (const result of results) {
-      deleted += result.deleted
-      failed += result.failed.length
-      for (const failure of result.failed) {
-        this.log.warn({ messageId: failure.messageId, code: failure.code }, 'SQS did not delete a stored message; it will be redelivered and skipped as a duplicate')
-      }
-    }
-    return { deleted, failed }
+    const perPoller = this.batches.committing ? Math.max(1, this.options.maxBatchesPerPoller ?? 10) : 1
+    return this.batches.uncommitted(poller) < perPoller && this.batches.inFlight < 2 * perPoller * this.options.concurrency
   }
 
   private count(report: BatchReport): void {
@@ -352,9 +173,7 @@ export class IngestWorker {
   private async tick(poller: number, failures: number): Promise<void> {
     try {
       // Receive again only when this poller has room for one more uncommitted batch.
-      while (this.status === 'running' && !this.failedPollers.has(poller) && !this.hasRoom(poller)) {
-        await new Promise<void>((resolve) => this.wakeUps.push(resolve))
-      }
+      while (this.status === 'running' && !this.failedPollers.has(poller) && !this.hasRoom(poller)) await this.batches.changed()
       if (this.status !== 'running') return
       if (this.failedPollers.delete(poller)) {
         // Its batch failed to store (already recorded): back off, then probe the database.
@@ -377,14 +196,18 @@ export class IngestWorker {
           maxMessages: 10,
           waitTimeSeconds: this.options.waitTimeSeconds,
           visibilityTimeoutSeconds: this.options.visibilityTimeoutSeconds,
-          signal: this.abort.signal,
         })
         this.lastSuccessfulPollAt = new Date()
       } catch (error) {
-        if (this.abort.signal.aborted) return
         throw new DependencyError('queue', error)
       }
-      if (messages.length > 0) this.handOver(poller, messages)
+      // Stored and deleted even when the worker is stopping meanwhile: stop() waits for it.
+      if (messages.length > 0) {
+        this.batches.submit(messages, poller).committed.catch(() => {
+          this.failedPollers.add(poller)
+          this.databaseSuspect = true
+        })
+      }
       this.schedule(poller, 0, 0)
     } catch (error) {
       const failure = error instanceof DependencyError ? error : new DependencyError('database', error)
@@ -394,7 +217,7 @@ export class IngestWorker {
     }
   }
 
-  private recordFailure(dependency: 'queue' | 'database', cause: unknown): void {
+  private recordFailure(dependency: Dependency, cause: unknown): void {
     if (dependency === 'queue') this.totals.pollErrors++
     else this.totals.storeErrors++
     for (const listener of this.failureListeners) listener(dependency)
@@ -403,5 +226,3 @@ export class IngestWorker {
     this.log.warn({ dependency, err: error }, `${dependency} unavailable; messages stay on the queue, retrying with back-off`)
   }
 }
-
-export { DependencyError }

@@ -6,8 +6,20 @@ const NONCE_BYTES = 12
 const TAG_BYTES = 16
 
 /** AES-256-GCM with a random nonce; output is nonce | tag | ciphertext. The AAD binds it to its owner. */
+/** Random bytes drawn 4 KiB at a time: one getrandom call per 341 nonces instead of one per seal. */
+const noncePool = { bytes: Buffer.alloc(0), offset: 0 }
+function freshNonce(): Buffer {
+  if (noncePool.offset + NONCE_BYTES > noncePool.bytes.length) {
+    noncePool.bytes = randomBytes(4096 - (4096 % NONCE_BYTES))
+    noncePool.offset = 0
+  }
+  const nonce = noncePool.bytes.subarray(noncePool.offset, noncePool.offset + NONCE_BYTES)
+  noncePool.offset += NONCE_BYTES
+  return nonce
+}
+
 export function seal(key: Buffer, plaintext: Buffer, aad: string): Buffer {
-  const nonce = randomBytes(NONCE_BYTES)
+  const nonce = freshNonce()
   const cipher = createCipheriv('aes-256-gcm', key, nonce)
   cipher.setAAD(Buffer.from(aad, 'utf8'))
   const body = Buffer.concat([cipher.update(plaintext), cipher.final()])
