@@ -10,7 +10,8 @@ test('SIGKILL in the middle of a batch, then a restart, three times: exactly one
   const db = await testDatabase(t)
   const keys = testKeys()
   const env = await serviceEnv(t, { db, queue, keys }, { WORKER_CONCURRENCY: '2', SQS_VISIBILITY_TIMEOUT_SECONDS: '5' })
-  const logins = testLogins(400)
+  // Enough that the group commit cannot drain them all between the thresholds and a kill.
+  const logins = testLogins(1500)
   const sent = await sendMessages(queue.client, queue.queueUrl, logins.map((l) => l.body))
   // Zero until the service has migrated the fresh database.
   const rows = async (): Promise<number> =>
