@@ -105,7 +105,7 @@ export async function listDuplicates(sql: Sql, query: DuplicateQuery): Promise<D
   const groups = query.fields.length === 0
     ? []
     : [sql`
-      SELECT field::text AS field, masked_value, logins::int AS count, users,
+      SELECT field, masked_value, logins AS count, users,
              to_char(first_seen, 'YYYY-MM-DD') AS first_seen, to_char(last_seen, 'YYYY-MM-DD') AS last_seen
       FROM login_duplicates WHERE logins >= 2 AND logins >= ${query.minCount} AND field IN ${sql(query.fields)}`]
   const networks = query.networks
@@ -113,7 +113,7 @@ export async function listDuplicates(sql: Sql, query: DuplicateQuery): Promise<D
     // Only networks behind more than one user: the report is about addresses users share.
     const prefix = `${networks.keyId}:`
     groups.push(sql`
-      SELECT 'ip_network'::text AS field, ${prefix}::text || net::text AS masked_value, count(*)::int AS count, count(DISTINCT user_id)::int AS users,
+      SELECT 'ip_network'::varchar AS field, ${prefix}::text || net::text AS masked_value, count(*) AS count, count(DISTINCT user_id)::int AS users,
         to_char(min(create_date), 'YYYY-MM-DD') AS first_seen, to_char(max(create_date), 'YYYY-MM-DD') AS last_seen
       FROM (
         SELECT network(set_masklen(ip_prefix_net, ${networks.bits}::int)) AS net, user_id, create_date FROM user_logins
@@ -124,11 +124,13 @@ export async function listDuplicates(sql: Sql, query: DuplicateQuery): Promise<D
   const union = groups.slice(1).reduce((acc, g) => sql`${acc} UNION ALL ${g}`, groups[0] ?? sql`SELECT NULL LIMIT 0`)
   const after = query.after
   return sql<Duplicate[]>`
-    SELECT field, masked_value, count, users, first_seen, last_seen FROM (${union}) d
+    SELECT d.field::text AS field, d.masked_value::text AS masked_value, d.count::int AS count, d.users::int AS users, d.first_seen, d.last_seen
+    FROM (${union}) d
+    -- The inner columns, uncast, so the summary's (logins DESC, field, masked_value) index gives the order and the cursor's bound.
     WHERE ${after === undefined
       ? sql`TRUE`
-      : sql`(count < ${after.count} OR (count = ${after.count} AND (field, masked_value) > (${after.field}::text, ${after.masked_value}::text)))`}
-    ORDER BY count DESC, field, masked_value
+      : sql`d.count <= ${after.count} AND NOT (d.count = ${after.count} AND (d.field, d.masked_value) <= (${after.field}::varchar, ${after.masked_value}::varchar))`}
+    ORDER BY d.count DESC, d.field, d.masked_value
     LIMIT ${query.limit + 1}`
 }
 
