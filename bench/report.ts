@@ -3,6 +3,7 @@ import type { ApiResult } from './sections/api.ts'
 import type { DbPathResult } from './sections/dbpath.ts'
 import type { DrainResult, LoopResult } from './sections/ingest.ts'
 import type { MaskingResult } from './sections/masking.ts'
+import type { ScaleResult } from './sections/scale.ts'
 
 /** One repetition of sections 1 and 2: the service's drain, a COPY of the rows it wrote, the receive+delete loop. */
 export interface Repetition {
@@ -29,6 +30,7 @@ export interface Report {
     databasePath?: DbPathResult
     masking?: MaskingResult
     api?: ApiResult
+    scale?: ScaleResult
     memory?: { small: { messages: number; peakRssMiB: number } | null; large: DrainResult | null }
   }
   targets: { name: string; target: string; value: string; met: boolean | null }[]
@@ -105,6 +107,17 @@ export function markdown(report: Report): string {
         `${n(sc.service.serverCpuUsPerRequest)} / ${n(sc.bare.serverCpuUsPerRequest)} | ${plan} |`)
     }
     out.push('')
+  }
+  const sc8 = s.scale
+  if (sc8) {
+    out.push(`| growing dataset (8), rows in user_logins | ingest msg/s | vs empty | GET /logins p50 / p99 ms | duplicates p50 / p99 ms (10 at a time) | table + indexes MiB | B/login (table + indexes) | summary B/login |`,
+      '| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |')
+    const empty = sc8.points[0]?.ingestPerSecond ?? NaN
+    for (const p of sc8.points) {
+      out.push(`| ${n(p.rows)} | ${n(p.ingestPerSecond)} | ${n(p.ingestPerSecond / empty, 2)} | ${n(p.pageP50Ms, 2)} / ${n(p.pageP99Ms, 2)} | ` +
+        `${n(p.duplicatesP50Ms, 2)} / ${n(p.duplicatesP99Ms, 2)} | ${n(p.tableMiB + p.indexesMiB, 1)} | ${n(p.bytesPerLogin)} | ${n(p.summaryBytesPerLogin)} |`)
+    }
+    out.push(`\nVault: ${n(sc8.vaultBytesPerLogin)} B per login with originals (${n(sc8.ingestMessages)} messages ingested per size through the pipeline's store path).`, '')
   }
   const mem = s.memory
   if (mem) {

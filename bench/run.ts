@@ -23,6 +23,7 @@ import { apiLatency } from './sections/api.ts'
 import { databasePath } from './sections/dbpath.ts'
 import { drainWithService, queueCeiling, typicalLoop } from './sections/ingest.ts'
 import { maskingCost } from './sections/masking.ts'
+import { scale } from './sections/scale.ts'
 
 const HELP = `npm run bench -- [options]
   --quick                 a few seconds, small sizes (CI smoke)
@@ -40,6 +41,8 @@ const HELP = `npm run bench -- [options]
   --service-log-level L   LOG_LEVEL of the service (default info, as in production)
   --service-runtime R     build: compile the service first and run node <build>/src/server.js, as the
                           image does (default); tsx: node --import tsx src/server.ts (default with --quick)
+  --scale-rows N,N        section 8: table sizes compared with the empty table (default 1000000,10000000; quick 100000)
+  --scale-messages N      section 8: messages ingested at each size (default 5000; quick 1000)
   --sections 1,2,...      run only these sections (7 needs 1 for its small figure)
   --profile               write V8 CPU profiles of the service in sections 1 and 6 (bench/results/*.cpuprofile)
   --out FILE              where to write the JSON report (default bench/results/<date>-<mode>.json)
@@ -63,6 +66,8 @@ function options(): Options {
       'service-log-level': { type: 'string' },
       'service-runtime': { type: 'string' },
       sections: { type: 'string' },
+      'scale-rows': { type: 'string' },
+      'scale-messages': { type: 'string' },
       profile: { type: 'boolean', default: false },
       out: { type: 'string' },
       help: { type: 'boolean', default: false },
@@ -97,7 +102,13 @@ function options(): Options {
       if (runtime !== 'tsx' && runtime !== 'build') throw new Error('--service-runtime must be tsx or build')
       return runtime
     })(),
-    sections: new Set((values.sections ?? '1,2,3,4,5,6,7').split(',').map(Number)),
+    sections: new Set((values.sections ?? '1,2,3,4,5,6,7,8').split(',').map(Number)),
+    scaleRows: (values['scale-rows'] ?? (quick ? '100000' : '1000000,10000000')).split(',').map((v) => {
+      const parsed = Number(v)
+      if (!Number.isInteger(parsed) || parsed <= 0) throw new Error('--scale-rows must be whole numbers separated by commas')
+      return parsed
+    }).sort((a, b) => a - b),
+    scaleMessages: Math.max(10, int('scale-messages', values['scale-messages'], 5_000, 1_000)),
     profile: values.profile ?? false,
     databaseUrl: process.env.DATABASE_URL ?? DEFAULT_DATABASE_URL,
     out: values.out,
@@ -266,6 +277,11 @@ async function main(): Promise<void> {
       s.api = await apiLatency(ctx)
     }
 
+    if (section(8)) {
+      log(`8. a growing dataset: ${opts.scaleRows.join(', ')} rows beside the empty table`)
+      s.scale = await scale(ctx, opts.scaleRows, opts.scaleMessages)
+    }
+
     save()
     console.log(markdown(report))
     log(`report written to ${file} (${report.durationSeconds} s)`)
@@ -305,6 +321,20 @@ function targets(report: Report): Report['targets'] {
       met: failures === 0 && sc.sameAnswer && sc.throughputRatio >= 0.85,
     })
     out.push({ name: `\`${sc.path}\` p99 / bare`, target: '≤ 1.25x', value: `${sc.p99Ratio}x`, met: failures === 0 && sc.p99Ratio <= 1.25 })
+  }
+  const points = s.scale?.points ?? []
+  const empty = points[0]
+  for (const p of points.slice(1)) {
+    out.push({ name: `duplicates p99, 10 connections, ${p.rows} rows`, target: '≤ 20 ms', value: `${p.duplicatesP99Ms} ms`, met: p.duplicatesP99Ms <= 20 })
+    if (empty) {
+      const ratio = round(p.ingestPerSecond / empty.ingestPerSecond, 2)
+      out.push({ name: `ingestion at ${p.rows} rows / empty table`, target: '≥ 0.9', value: String(ratio), met: ratio >= 0.9 })
+    }
+  }
+  const [small, large] = [points[1], points.at(-1)]
+  if (small && large && large !== small) {
+    const ratio = round(large.pageP99Ms / small.pageP99Ms, 2)
+    out.push({ name: `GET /logins p99 at ${large.rows} / at ${small.rows} rows`, target: '≤ 1.2x', value: `${ratio}x`, met: ratio <= 1.2 })
   }
   const peaks = [s.memory?.small?.peakRssMiB, s.memory?.large?.peakRssMiB].filter((p): p is number => p !== undefined)
   if (peaks.length > 0) {

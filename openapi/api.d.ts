@@ -109,7 +109,7 @@ export interface paths {
         };
         /**
          * Masked ips and device ids seen more than once
-         * @description Most frequent first, then by field and value; paged with `next`. With field=ip_network (needs IP_PREFIX_KEYS): networks of prefix-preserving ip pseudonyms, `bits` long, seen with more than one user.
+         * @description Most frequent first, then by field and value; paged with `next`. ip and device_id are read from a summary kept by the service (refreshed every few seconds and caught up before each read; see docs/scaling.md). With field=ip_network (needs IP_PREFIX_KEYS): networks of prefix-preserving ip pseudonyms, `bits` long, seen with more than one user.
          */
         get: operations["listDuplicates"];
         put?: never;
@@ -758,6 +758,16 @@ export interface operations {
                             /** @description rows with this masked value */
                             count: number;
                             field: "ip" | "device_id" | "ip_network";
+                            /**
+                             * Format: date
+                             * @description earliest create_date among them (null when none has one)
+                             */
+                            first_seen: string | null;
+                            /**
+                             * Format: date
+                             * @description latest create_date among them
+                             */
+                            last_seen: string | null;
                             /** @description the mask; for ip_network, <key id>:<network of pseudonyms>/<bits>, usable as GET /logins?ip_network= */
                             masked_value: string;
                             /** @description distinct user_id among them */

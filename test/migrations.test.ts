@@ -145,3 +145,21 @@ test('two processes running npm run migrate on one fresh database at once both s
   assert.match(outputs, /nothing to apply/)
   assert.deepEqual(await appliedVersions(db.sql), versions)
 })
+
+test('migration 009 counts the rows already in the exercise\'s table into the duplicates summary', async (t) => {
+  const db = await testDatabase(t)
+  await db.sql.unsafe(EXERCISE_DDL)
+  for (const row of [...OLD_ROWS, { ...OLD_ROWS[0], user_id: 'another' }, { ...OLD_ROWS[0] }, { ...OLD_ROWS[1], user_id: null }]) {
+    await db.sql`INSERT INTO user_logins ${db.sql(row)}`
+  }
+  await migrate(db.sql)
+  const summary = await db.sql<{ field: string; masked_value: string; logins: number; users: number; first_seen: string | null }[]>`
+    SELECT field::text, masked_value, logins::int, users, to_char(first_seen, 'YYYY-MM-DD') AS first_seen FROM login_duplicates ORDER BY field, masked_value`
+  assert.deepEqual([...summary], [
+    { field: 'device_id', masked_value: 'old-mask-dev-1', logins: 3, users: 2, first_seen: '2020-07-20' },
+    { field: 'device_id', masked_value: 'old-mask-dev-2', logins: 2, users: 1, first_seen: '2021-01-02' },
+    { field: 'ip', masked_value: 'old-mask-ip-1', logins: 3, users: 2, first_seen: '2020-07-20' },
+    { field: 'ip', masked_value: 'old-mask-ip-2', logins: 2, users: 1, first_seen: '2021-01-02' },
+  ], 'rows without masks are not counted; a NULL user_id is a login, not a user')
+  assert.equal((await db.sql`SELECT 1 FROM login_summary_pending`).length, 0, 'the rows already there are counted once, not also queued')
+})

@@ -46,6 +46,8 @@ interface Duplicate {
   masked_value: string
   count: number
   users: number
+  first_seen: string | null
+  last_seen: string | null
 }
 
 const known: Known[] = []
@@ -362,7 +364,11 @@ test('GET /logins and /logins/duplicates', async (t) => {
           const other = byId.get(row.id) as LoginItem
           assert.equal(field === 'ip' ? other.masked_ip : other.masked_device_id, masked, 'one mask per value')
         }
-        expected.set(`${field}:${masked}`, { field, masked_value: masked, count: group.length, users: new Set(group.map((r) => r.body.user_id)).size })
+        const dates = group.map((r) => (byId.get(r.id) as LoginItem).create_date).filter((d) => d !== null).sort()
+        expected.set(`${field}:${masked}`, {
+          field, masked_value: masked, count: group.length, users: new Set(group.map((r) => r.body.user_id)).size,
+          first_seen: dates.at(0) ?? null, last_seen: dates.at(-1) ?? null,
+        })
       }
     }
     assert.ok(expected.size > 10, 'the data set has duplicates')

@@ -26,6 +26,10 @@ export interface Options {
   /** build: the compiled service as the image runs it; tsx: the TypeScript through tsx */
   serviceRuntime: 'tsx' | 'build'
   sections: Set<number>
+  /** section 8: table sizes compared with the empty table */
+  scaleRows: number[]
+  /** section 8: messages ingested at each size */
+  scaleMessages: number
   /** write V8 CPU profiles of the service in sections 1 and 6 */
   profile: boolean
   databaseUrl: string

@@ -80,6 +80,9 @@ export interface Duplicate {
   masked_value: string
   count: number
   users: number
+  /** create_date bounds of the logins counted (null when none had one) */
+  first_seen: string | null
+  last_seen: string | null
 }
 
 export interface DuplicateQuery {
@@ -97,21 +100,23 @@ export interface DuplicateQuery {
  * so pages are stable), with the number of distinct users behind each.
  */
 export async function listDuplicates(sql: Sql, query: DuplicateQuery): Promise<Duplicate[]> {
-  const groups = query.fields.map((field) => {
-    const column = sql(field === 'ip' ? 'masked_ip' : 'masked_device_id')
-    return sql`
-      SELECT ${field}::text AS field, ${column} AS masked_value, count(*)::int AS count, count(DISTINCT user_id)::int AS users
-      FROM user_logins WHERE ${column} IS NOT NULL
-      GROUP BY ${column} HAVING count(*) >= ${query.minCount}`
-  })
+  // The exact-mask fields come from the summary of migration 009 (one index range, whatever the
+  // table's size); `logins >= 2` is written out so a generic plan can still use the partial index.
+  const groups = query.fields.length === 0
+    ? []
+    : [sql`
+      SELECT field, masked_value, logins AS count, users,
+             to_char(first_seen, 'YYYY-MM-DD') AS first_seen, to_char(last_seen, 'YYYY-MM-DD') AS last_seen
+      FROM login_duplicates WHERE logins >= 2 AND logins >= ${query.minCount} AND field IN ${sql(query.fields)}`]
   const networks = query.networks
   if (networks !== undefined) {
     // Only networks behind more than one user: the report is about addresses users share.
     const prefix = `${networks.keyId}:`
     groups.push(sql`
-      SELECT 'ip_network'::text AS field, ${prefix}::text || net::text AS masked_value, count(*)::int AS count, count(DISTINCT user_id)::int AS users
+      SELECT 'ip_network'::varchar AS field, ${prefix}::text || net::text AS masked_value, count(*) AS count, count(DISTINCT user_id)::int AS users,
+        to_char(min(create_date), 'YYYY-MM-DD') AS first_seen, to_char(max(create_date), 'YYYY-MM-DD') AS last_seen
       FROM (
-        SELECT network(set_masklen(ip_prefix_net, ${networks.bits}::int)) AS net, user_id FROM user_logins
+        SELECT network(set_masklen(ip_prefix_net, ${networks.bits}::int)) AS net, user_id, create_date FROM user_logins
         WHERE ip_prefix_net IS NOT NULL AND family(ip_prefix_net) = ${networks.family}::int AND starts_with(masked_ip_prefix, ${prefix})
       ) n
       GROUP BY net HAVING count(*) >= ${query.minCount} AND count(DISTINCT user_id) > 1`)
@@ -119,11 +124,13 @@ export async function listDuplicates(sql: Sql, query: DuplicateQuery): Promise<D
   const union = groups.slice(1).reduce((acc, g) => sql`${acc} UNION ALL ${g}`, groups[0] ?? sql`SELECT NULL LIMIT 0`)
   const after = query.after
   return sql<Duplicate[]>`
-    SELECT field, masked_value, count, users FROM (${union}) d
+    SELECT d.field::text AS field, d.masked_value::text AS masked_value, d.count::int AS count, d.users::int AS users, d.first_seen, d.last_seen
+    FROM (${union}) d
+    -- The inner columns, uncast, so the summary's (logins DESC, field, masked_value) index gives the order and the cursor's bound.
     WHERE ${after === undefined
       ? sql`TRUE`
-      : sql`(count < ${after.count} OR (count = ${after.count} AND (field, masked_value) > (${after.field}::text, ${after.masked_value}::text)))`}
-    ORDER BY count DESC, field, masked_value
+      : sql`d.count <= ${after.count} AND NOT (d.count = ${after.count} AND (d.field, d.masked_value) <= (${after.field}::varchar, ${after.masked_value}::varchar))`}
+    ORDER BY d.count DESC, d.field, d.masked_value
     LIMIT ${query.limit + 1}`
 }
 

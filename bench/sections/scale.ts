@@ -1,0 +1,190 @@
+import { Readable } from 'node:stream'
+import { pipeline as streamPipeline } from 'node:stream/promises'
+import { encodeAppVersion } from '../../src/ingest/app-version.ts'
+import { LoginPipeline } from '../../src/ingest/pipeline.ts'
+import type { QueueMessage } from '../../src/ingest/queue.ts'
+import { listDuplicates, listLogins } from '../../src/logins/store.ts'
+import { refreshDuplicates } from '../../src/logins/summary.ts'
+import { Masker } from '../../src/pii/mask.ts'
+import { Vault, keyringProvider } from '../../src/pii/vault.ts'
+import { round, type Context } from '../lib/context.ts'
+import { resetTables } from '../lib/db.ts'
+import { messageSource } from '../lib/messages.ts'
+
+export interface ScalePoint {
+  rows: number
+  /** seconds the COPY (and the summary rebuild) took to reach this size from the previous one */
+  loadSeconds: number
+  /** the pipeline's store path (masking, vault, INSERT, summary trigger) on this table, 2 batches of 10 in flight */
+  ingestPerSecond: number
+  /** folding the ingested messages into the duplicates summary */
+  refreshMs: number
+  /** GET /logins?limit=100 (no filter and user_id), store level, one at a time */
+  pageP50Ms: number
+  pageP99Ms: number
+  /** GET /logins/duplicates?limit=100, store level, 10 at a time */
+  duplicatesP50Ms: number
+  duplicatesP99Ms: number
+  tableMiB: number
+  indexesMiB: number
+  vaultMiB: number
+  summaryMiB: number
+  /** bytes per row: table + indexes of user_logins, and the summary tables */
+  bytesPerLogin: number
+  summaryBytesPerLogin: number
+}
+
+export interface ScaleResult {
+  ingestMessages: number
+  /** bytes per vault row, from the rows ingestion wrote (COPY-loaded rows have no originals) */
+  vaultBytesPerLogin: number
+  points: ScalePoint[]
+}
+
+const percentile = (values: number[], p: number): number => {
+  const sorted = [...values].sort((a, b) => a - b)
+  return round(sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN, 2)
+}
+
+const copyField = (value: string | null): string =>
+  value === null ? '\\N' : value.replace(/\\/g, '\\\\').replace(/\t/g, '\\t').replace(/\n/g, '\\n').replace(/\r/g, '\\r')
+
+/**
+ * Appends rows `from`..`to` with COPY: bodies of bench/lib/messages.ts masked by the real masker,
+ * one create_date per ~(rows/90) logins over 90 days. The summary trigger is off during the COPY
+ * and the summary rebuilt afterwards with migration 009's own grouping (faster than folding).
+ */
+async function grow(ctx: Context, masker: Masker, from: number, to: number): Promise<void> {
+  const sql = ctx.db.sql
+  const source = messageSource(Math.max(to, 1), 3)
+  const day0 = Date.UTC(2026, 0, 1)
+  const lines = Readable.from((function* () {
+    for (let i = from; i < to; i++) {
+      if (source.malformed(i)) continue
+      const b = JSON.parse(source.body(i)) as { user_id: string; app_version: string; device_type: string; ip: string; locale?: string | null; device_id: string }
+      const sent = new Date(day0 + Math.floor((i / Math.max(to, 1)) * 90 * 86_400_000))
+      const version = encodeAppVersion(b.app_version)
+      yield `${[
+        `scale-${i}`, b.user_id, b.device_type, masker.maskIp(b.ip), masker.maskDeviceId(b.device_id), b.locale ?? null,
+        version === null ? null : String(version), b.app_version, sent.toISOString().slice(0, 10), sent.toISOString(), masker.keyId, sent.toISOString(),
+      ].map(copyField).join('\t')}\n`
+    }
+  })())
+  await sql`ALTER TABLE user_logins DISABLE TRIGGER user_logins_summary_insert`
+  try {
+    await streamPipeline(lines, await sql`COPY user_logins (message_id, user_id, device_type, masked_ip, masked_device_id, locale, app_version,
+      app_version_text, create_date, sent_at, mask_key_id, ingested_at) FROM STDIN`.writable())
+  } finally {
+    await sql`ALTER TABLE user_logins ENABLE TRIGGER user_logins_summary_insert`
+  }
+  await sql.begin(async (tx) => {
+    await tx`SET LOCAL work_mem = '256MB'`
+    await tx`TRUNCATE login_duplicate_pairs, login_duplicates, login_summary_pending`
+    await tx`
+      INSERT INTO login_duplicate_pairs (field, masked_value, user_id, logins)
+        SELECT 'ip', masked_ip, user_id, count(*) FROM user_logins WHERE masked_ip IS NOT NULL GROUP BY 2, 3
+        UNION ALL
+        SELECT 'device_id', masked_device_id, user_id, count(*) FROM user_logins WHERE masked_device_id IS NOT NULL GROUP BY 2, 3`
+    await tx`
+      INSERT INTO login_duplicates (field, masked_value, logins, users, first_seen, last_seen)
+        SELECT field, masked_value, sum(logins), count(user_id), NULL::date, NULL::date FROM login_duplicate_pairs GROUP BY 1, 2`
+    await tx`
+      UPDATE login_duplicates d SET first_seen = m.f, last_seen = m.l FROM (
+        SELECT 'ip' AS field, masked_ip AS v, min(create_date) AS f, max(create_date) AS l FROM user_logins WHERE masked_ip IS NOT NULL GROUP BY 2
+        UNION ALL
+        SELECT 'device_id', masked_device_id, min(create_date), max(create_date) FROM user_logins WHERE masked_device_id IS NOT NULL GROUP BY 2) m
+      WHERE d.field = m.field AND d.masked_value = m.v AND d.logins >= 2`
+  })
+  await sql`VACUUM ANALYZE user_logins`
+  await sql`VACUUM ANALYZE login_duplicates`
+  await sql`VACUUM ANALYZE login_duplicate_pairs`
+}
+
+/** Section 8: ingestion, pages and the duplicates report on an empty table and on large ones, side by side. */
+export async function scale(ctx: Context, sizes: number[], ingestMessages: number): Promise<ScaleResult> {
+  const sql = ctx.db.sql
+  await resetTables(sql)
+  await sql`TRUNCATE login_duplicate_pairs, login_duplicates, login_summary_pending`
+  const masker = new Masker(ctx.keys.mask)
+  const vault = new Vault(sql, keyringProvider(ctx.keys.master))
+  const loginPipeline = new LoginPipeline(sql, masker, vault)
+  const points: ScalePoint[] = []
+  let loaded = 0
+  let round_ = 0
+  for (const size of [0, ...sizes]) {
+    const loadStarted = performance.now()
+    if (size > loaded) {
+      ctx.log(`   COPY up to ${size} rows`)
+      await grow(ctx, masker, loaded, size)
+      loaded = size
+    }
+    const loadSeconds = (performance.now() - loadStarted) / 1000
+    // Ingestion through the pipeline's store path, 2 batches of 10 in flight as the service runs it.
+    round_++
+    const source = messageSource(ingestMessages, 100 + round_)
+    const batches: QueueMessage[][] = []
+    for (let i = 0; i < ingestMessages; i += 10) {
+      batches.push(Array.from({ length: Math.min(10, ingestMessages - i) }, (_, j) => ({
+        messageId: `scale-ingest-${round_}-${i + j}`, receiptHandle: `rh-${i + j}`, body: source.body(i + j), sentAt: new Date(Date.UTC(2026, 3, 1)), receiveCount: 1,
+      })))
+    }
+    let next = 0
+    const started = performance.now()
+    await Promise.all(Array.from({ length: 2 }, async () => {
+      while (next < batches.length) await loginPipeline.process(batches[next++] as QueueMessage[])
+    }))
+    const ingestPerSecond = ingestMessages / ((performance.now() - started) / 1000)
+    const refreshStarted = performance.now()
+    await refreshDuplicates(sql, { wait: true })
+    const refreshMs = performance.now() - refreshStarted
+
+    const [sample] = await sql<{ user_id: string }[]>`SELECT user_id FROM user_logins ORDER BY id DESC LIMIT 1 OFFSET 50`
+    // Warm-up, not counted: prepared statements, plans, buffers.
+    for (let i = 0; i < 20; i++) {
+      await listLogins(sql, { limit: 100, ...(sample ? { user_id: sample.user_id } : {}) })
+      await Promise.all(Array.from({ length: 10 }, () => listDuplicates(sql, { fields: ['device_id', 'ip'], minCount: 2, limit: 100 })))
+    }
+    const pages: number[] = []
+    for (let i = 0; i < 200; i++) {
+      const t0 = performance.now()
+      await listLogins(sql, { limit: 100, ...(i % 2 === 1 && sample ? { user_id: sample.user_id } : {}) })
+      pages.push(performance.now() - t0)
+    }
+    const dups: number[] = []
+    let left = 400
+    await Promise.all(Array.from({ length: 10 }, async () => {
+      while (left-- > 0) {
+        const t0 = performance.now()
+        await listDuplicates(sql, { fields: ['device_id', 'ip'], minCount: 2, limit: 100 })
+        dups.push(performance.now() - t0)
+      }
+    }))
+    const [sizesRow] = await sql<{ rows: number; table: number; indexes: number; vault: number; summary: number }[]>`
+      SELECT (SELECT count(*) FROM user_logins)::int AS rows,
+             pg_table_size('user_logins')::float8 AS table, pg_indexes_size('user_logins')::float8 AS indexes,
+             pg_total_relation_size('pii_vault')::float8 AS vault,
+             (pg_total_relation_size('login_duplicates') + pg_total_relation_size('login_duplicate_pairs'))::float8 AS summary`
+    const s = sizesRow ?? { rows: 0, table: 0, indexes: 0, vault: 0, summary: 0 }
+    const mib = (b: number) => round(b / 2 ** 20, 1)
+    const point: ScalePoint = {
+      rows: size,
+      loadSeconds: round(loadSeconds, 1),
+      ingestPerSecond: round(ingestPerSecond, 0),
+      refreshMs: round(refreshMs, 1),
+      pageP50Ms: percentile(pages, 50),
+      pageP99Ms: percentile(pages, 99),
+      duplicatesP50Ms: percentile(dups, 50),
+      duplicatesP99Ms: percentile(dups, 99),
+      tableMiB: mib(s.table),
+      indexesMiB: mib(s.indexes),
+      vaultMiB: mib(s.vault),
+      summaryMiB: mib(s.summary),
+      bytesPerLogin: round((s.table + s.indexes) / Math.max(1, s.rows), 0),
+      summaryBytesPerLogin: round(s.summary / Math.max(1, s.rows), 0),
+    }
+    ctx.log(`   ${size} rows: ${point.ingestPerSecond} msg/s, page p99 ${point.pageP99Ms} ms, duplicates p99 ${point.duplicatesP99Ms} ms (10 at a time), ${point.bytesPerLogin} B/login`)
+    points.push(point)
+  }
+  const [v] = await sql<{ b: number }[]>`SELECT (pg_total_relation_size('pii_vault')::float8 / greatest(1, (SELECT count(*) FROM pii_vault))) AS b`
+  return { ingestMessages, vaultBytesPerLogin: round(v?.b ?? 0, 0), points }
+}
