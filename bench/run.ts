@@ -47,7 +47,8 @@ const HELP = `npm run bench -- [options]
   --profile               write V8 CPU profiles of the service in sections 1 and 6 (bench/results/*.cpuprofile)
   --out FILE              where to write the JSON report (default bench/results/<date>-<mode>.json)
 Environment: DATABASE_URL (default ${DEFAULT_DATABASE_URL}), a server where the bench may create databases;
-  SERVICE_NODE_FLAGS (e.g. "--max-semi-space-size=8 --max-old-space-size=128"): node flags of the service process.`
+  SERVICE_NODE_FLAGS (e.g. "--max-semi-space-size=8 --max-old-space-size=128"): node flags of the service process;
+  BENCH_IP_PREFIX=on: the service writes the ipcrypt-pfx pseudonym (IP_PREFIX_KEYS set), off by default.`
 
 function options(): Options {
   const { values } = parseArgs({

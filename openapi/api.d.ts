@@ -109,7 +109,7 @@ export interface paths {
         };
         /**
          * Masked ips and device ids seen more than once
-         * @description Most frequent first, then by field and value; paged with `next`. ip and device_id are read from a summary kept by the service (refreshed every few seconds and caught up before each read; see docs/scaling.md). With field=ip_network (needs IP_PREFIX_KEYS): networks of prefix-preserving ip pseudonyms, `bits` long, seen with more than one user.
+         * @description Most frequent first, then by field and value; paged with `next`. ip and device_id are read from a summary kept by the service (folded after each stored batch and caught up before each read; see docs/scaling.md). With field=ip_network (needs IP_PREFIX_KEYS): networks of prefix-preserving ip pseudonyms, `bits` long, seen with more than one user.
          */
         get: operations["listDuplicates"];
         put?: never;

@@ -2,7 +2,7 @@ import rateLimit from '@fastify/rate-limit'
 import swagger from '@fastify/swagger'
 import swaggerUi from '@fastify/swagger-ui'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
-import Fastify, { type FastifyError, type FastifyInstance, type FastifyServerOptions, type onRequestAsyncHookHandler, type preHandlerAsyncHookHandler } from 'fastify'
+import Fastify, { LogController, type FastifyError, type FastifyInstance, type FastifyServerOptions, type onRequestAsyncHookHandler, type preHandlerAsyncHookHandler } from 'fastify'
 import audit from '../routes/audit.ts'
 import healthz from '../routes/healthz.ts'
 import ingest from '../routes/ingest.ts'
@@ -112,7 +112,7 @@ export async function buildApp({ config, services, logger }: BuildOptions): Prom
       : { logger: logger ?? loggerOptions(config) }),
     genReqId: () => crypto.randomUUID(),
     // Fastify's two lines per request become one, at REQUEST_LOG_LEVEL (below).
-    disableRequestLogging: true,
+    logController: new LogController({ disableRequestLogging: true }),
     requestIdHeader: false,
     ...serverOptions(config),
     // Close hooks run under this timeout too, and the worker's waits for its last long polls

@@ -94,6 +94,8 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
     WORKER_ENABLED: String(options.workerEnabled),
     WORKER_CONCURRENCY: String(options.pollers),
     ...(options.rateLimitPerMinute === undefined ? {} : { RATE_LIMIT_PER_MINUTE: String(options.rateLimitPerMinute) }),
+    // BENCH_IP_PREFIX=on: the optional ipcrypt-pfx pseudonym, to compare ingestion with it and without.
+    ...(process.env.BENCH_IP_PREFIX === 'on' ? { IP_PREFIX_KEYS: `p1:${randomBytes(32).toString('base64')}` } : {}),
   }
   const profile = options.cpuProfDir === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${options.cpuProfDir}`]
   const entry = options.runtime.kind === 'build' ? [join(options.runtime.folder, 'src', 'server.js')] : ['--import', 'tsx', 'src/server.ts']

@@ -1,7 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { Sql } from 'postgres'
 import { Type } from 'typebox'
-import { describeError } from '../../src/ingest/errors.ts'
 import { listDuplicates, type DuplicateField, type DuplicateQuery } from '../../src/logins/store.ts'
 import { duplicatesPending, refreshDuplicates } from '../../src/logins/summary.ts'
 import { NETWORK_BITS } from '../../src/pii/ip-prefix.ts'
@@ -16,27 +15,12 @@ const Duplicate = Type.Object({
   last_seen: Type.Union([Type.String({ format: 'date' }), Type.Null()], { description: 'latest create_date among them' }),
 })
 
-/** At most two batches before a read; a larger backlog is the periodic refresher's (the report is then up to a few seconds old). */
+/** At most two batches before a read; a larger backlog is the worker's to fold (the report is then up to a few seconds old). */
 async function catchUp(sql: Sql): Promise<void> {
   if (await duplicatesPending(sql)) await refreshDuplicates(sql, { wait: true, maxBatches: 2 })
 }
 
-const REFRESH_INTERVAL_MS = 2_000
-
 const duplicates: FastifyPluginAsyncTypebox = async (app) => {
-  // Every replica tries every few seconds; the advisory lock lets one of them do it.
-  let timer: NodeJS.Timeout | undefined
-  let running: Promise<void> | null = null
-  const tick = () => {
-    if (running !== null) return
-    running = refreshDuplicates(app.services.sql, { wait: false })
-      .then(() => undefined, (error: unknown) => { app.log.warn({ err: describeError(error) }, 'duplicates summary refresh failed; will retry') })
-      .finally(() => { running = null })
-  }
-  app.addHook('onReady', async () => { timer = setInterval(tick, REFRESH_INTERVAL_MS).unref() })
-  // Before the pool ends: a refresh in flight finishes (it is one short transaction).
-  app.addHook('preClose', async () => { clearInterval(timer); await running })
-
   app.get('/logins/duplicates', {
     ...app.apiAccess('logins:read'),
     schema: {
@@ -44,7 +28,7 @@ const duplicates: FastifyPluginAsyncTypebox = async (app) => {
       tags: ['logins'],
       summary: 'Masked ips and device ids seen more than once',
       description: 'Most frequent first, then by field and value; paged with `next`. ip and device_id are read from a summary kept by ' +
-        'the service (refreshed every few seconds and caught up before each read; see docs/scaling.md). With field=ip_network (needs IP_PREFIX_KEYS): ' +
+        'the service (folded after each stored batch and caught up before each read; see docs/scaling.md). With field=ip_network (needs IP_PREFIX_KEYS): ' +
         'networks of prefix-preserving ip pseudonyms, `bits` long, seen with more than one user.',
       querystring: Type.Object(
         {
@@ -97,7 +81,7 @@ const duplicates: FastifyPluginAsyncTypebox = async (app) => {
       }
       after = { count, field: cursorField as DuplicateField, masked_value: maskedValue }
     }
-    // Catch the summary up first, boundedly: exact when the backlog is small, the periodic refresher does the rest.
+    // Catch the summary up first, boundedly: exact when the backlog is small, the worker's refresher does the rest.
     if (fields.length > 0) await app.dbRead(catchUp(app.services.sql))
     const rows = await app.dbRead(listDuplicates(app.services.sql, { fields, minCount: min_count, limit, ...(networks ? { networks } : {}), ...(after ? { after } : {}) }))
     const items = rows.slice(0, limit)

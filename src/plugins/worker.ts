@@ -2,6 +2,7 @@ import type { FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
 import { describeError } from '../ingest/errors.ts'
 import { ProgressLog } from '../ingest/progress.ts'
+import { SummaryRefresher } from '../logins/summary.ts'
 import { IngestWorker, type WorkerOptions } from '../ingest/worker.ts'
 import { applyRetention } from '../pii/erasure.ts'
 import type { Services } from '../services.ts'
@@ -26,15 +27,19 @@ export default fp(
     app.decorate('worker', worker)
     const progress = new ProgressLog(app.log.child({ component: 'worker' }), options.progressIntervalMs, () => services.queue.depth())
     worker.onBatch(progress.record)
+    const summary = new SummaryRefresher(services.sql, app.log.child({ component: 'duplicates-summary' }))
+    worker.onBatch((report) => { if (report.inserted > 0) summary.kick() })
     if (options.enabled) {
       app.addHook('onReady', async () => {
         progress.start()
+        summary.kick() // what an earlier process, a rotation or an erasure left pending
         worker.start()
       })
     }
     app.addHook('preClose', async () => {
       await worker.stop()
       await progress.stop()
+      await summary.stop()
     })
 
     const days = options.retentionDays
