@@ -1,18 +1,12 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
+import type { RejectedSummary } from '../src/ingest/rejected.ts'
 import { receiveMessages } from './ingest-helpers.ts'
 import { inspectQueue, sendMessages } from './messages.ts'
 import { build } from './helper.ts'
 import { bearer, isErrorBody } from './routes-helpers.ts'
 
-interface Rejection {
-  id: string
-  message_id: string
-  reason: string
-  receive_count: number | null
-  rejected_at: string
-  resubmitted_at: string | null
-}
+type Rejection = RejectedSummary
 
 test('GET /rejected and POST /rejected/resubmit', async (t) => {
   const { app, tokens, queue } = await build(t)
