@@ -1,8 +1,10 @@
 /**
  * node --import tsx bench/pg-phases.ts [messages]: PostgreSQL backend CPU per message of the
  * store path's phases (data keys, the transaction), on in-memory messages (no queue), in
- * batches of 100 as the group commit forms them; next to a COPY of the same rows.
- * DATABASE_URL as for the bench. A tool for finding where the database's time goes.
+ * batches of 100 as the group commit forms them, and the duplicates summary's fold after every
+ * PHASES_FOLD_EVERY batches (default 1; PHASES_FOLD=off: never); next to a COPY of the same rows.
+ * PHASES_SETUP_SQL runs after the migrations (e.g. an index to try). DATABASE_URL as for the
+ * bench. A tool for finding where the database's time goes.
  */
 import { randomUUID } from 'node:crypto'
 import { LoginPipeline } from '../src/ingest/pipeline.ts'
@@ -14,6 +16,7 @@ import { copyStoredRows } from './lib/copy.ts'
 import { DEFAULT_DATABASE_URL, backendCpu, cpuDelta, createBenchDatabase } from './lib/db.ts'
 import { messageSource } from './lib/messages.ts'
 import { benchKeys } from './lib/service.ts'
+import { refreshDuplicates } from '../src/logins/summary.ts'
 
 const count = Number(process.argv[2] ?? 20_000)
 const db = await createBenchDatabase(process.env.DATABASE_URL ?? DEFAULT_DATABASE_URL)
@@ -29,6 +32,8 @@ try {
   const cpu = () => backendCpu(db.sql, db.name, 'login-ingest-bench')
   let sealCpu = 0
   let storeCpu = 0
+  let foldCpu = 0
+  if (process.env.PHASES_SETUP_SQL) await db.sql.unsafe(process.env.PHASES_SETUP_SQL)
   for (let start = 0; start < count; start += 100) {
     const batch = messages.slice(start, start + 100)
     const c0 = await cpu()
@@ -38,10 +43,14 @@ try {
     const c2 = await cpu()
     sealCpu += cpuDelta(c0, c1)
     storeCpu += cpuDelta(c1, c2)
+    if (process.env.PHASES_FOLD !== 'off' && ((start / 100) + 1) % Number(process.env.PHASES_FOLD_EVERY ?? 1) === 0) {
+      await refreshDuplicates(db.sql, { wait: true })
+      foldCpu += cpuDelta(c2, await cpu())
+    }
   }
   const copy = await copyStoredRows(db.sql, db.name, 'login-ingest-bench')
   const us = (seconds: number): number => Math.round((seconds / count) * 1e6 * 10) / 10
-  console.log(JSON.stringify({ messages: count, dataKeysUsPerMessage: us(sealCpu), transactionUsPerMessage: us(storeCpu), totalUsPerMessage: us(sealCpu + storeCpu), copyUsPerRow: copy.postgresCpuUsPerRow }))
+  console.log(JSON.stringify({ messages: count, dataKeysUsPerMessage: us(sealCpu), transactionUsPerMessage: us(storeCpu), foldUsPerMessage: us(foldCpu), totalUsPerMessage: us(sealCpu + storeCpu + foldCpu), copyUsPerRow: copy.postgresCpuUsPerRow }))
 } finally {
   await db.drop()
 }

@@ -241,7 +241,7 @@ export async function buildApp({ config, services, logger }: BuildOptions): Prom
   await app.register(authPlugin, { keys: services.apiKeys, failuresPerMinute: config.AUTH_FAILURES_PER_MINUTE })
   await app.register(inputPlugin)
   app.decorate('apiAccess', (scope: Scope) => ({ onRequest: app.requireScope(scope), preHandler: app.apiRateLimit }))
-  await app.register(workerPlugin, { services, enabled: config.WORKER_ENABLED, worker: workerOptions, retentionDays: config.PII_RETENTION_DAYS, progressIntervalMs: config.INGEST_PROGRESS_INTERVAL_MS })
+  await app.register(workerPlugin, { services, enabled: config.WORKER_ENABLED, worker: workerOptions, retentionDays: config.PII_RETENTION_DAYS, progressIntervalMs: config.INGEST_PROGRESS_INTERVAL_MS, duplicatesRefreshMs: config.DUPLICATES_REFRESH_MS })
   await app.register(metricsPlugin)
   for (const route of [healthz, readyz, logins, duplicates, piiRoute, erase, audit, ingest, rejected, resubmit]) await app.register(route)
   return app

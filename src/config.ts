@@ -30,6 +30,7 @@ export const EnvSchema = Type.Object({
   WORKER_ENABLED: Type.Boolean({ default: true }),
   WORKER_CONCURRENCY: Type.Integer({ minimum: 1, maximum: 64, default: 2 }),
   INGEST_PROGRESS_INTERVAL_MS: Type.Integer({ minimum: 0, maximum: 3_600_000, default: 5000 }),
+  DUPLICATES_REFRESH_MS: Type.Integer({ minimum: 0, maximum: 600_000, default: 1000 }),
 
   MASK_KEYS: Type.Optional(Type.String({ minLength: 1 })),
   VAULT_MASTER_KEYS: Type.Optional(Type.String({ minLength: 1 })),

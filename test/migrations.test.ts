@@ -146,10 +146,10 @@ test('two processes running npm run migrate on one fresh database at once both s
   assert.deepEqual(await appliedVersions(db.sql), versions)
 })
 
-test('migration 009 counts the rows already in the exercise\'s table into the duplicates summary', async (t) => {
+test('migrations 009 and 010 count the rows already in the exercise\'s table into the duplicates summary, values seen twice or more', async (t) => {
   const db = await testDatabase(t)
   await db.sql.unsafe(EXERCISE_DDL)
-  for (const row of [...OLD_ROWS, { ...OLD_ROWS[0], user_id: 'another' }, { ...OLD_ROWS[0] }, { ...OLD_ROWS[1], user_id: null }]) {
+  for (const row of [...OLD_ROWS, { ...OLD_ROWS[0], user_id: 'another' }, { ...OLD_ROWS[0] }, { ...OLD_ROWS[1], user_id: null }, { ...OLD_ROWS[0], masked_ip: 'old-mask-ip-once', masked_device_id: 'old-mask-dev-once' }]) {
     await db.sql`INSERT INTO user_logins ${db.sql(row)}`
   }
   await migrate(db.sql)
@@ -160,6 +160,8 @@ test('migration 009 counts the rows already in the exercise\'s table into the du
     { field: 'device_id', masked_value: 'old-mask-dev-2', logins: 2, users: 1, first_seen: '2021-01-02' },
     { field: 'ip', masked_value: 'old-mask-ip-1', logins: 3, users: 2, first_seen: '2020-07-20' },
     { field: 'ip', masked_value: 'old-mask-ip-2', logins: 2, users: 1, first_seen: '2021-01-02' },
-  ], 'rows without masks are not counted; a NULL user_id is a login, not a user')
+  ], 'rows without masks are not counted; a NULL user_id is a login, not a user; values seen once are left out')
+  const pairs = await db.sql<{ masked_value: string }[]>`SELECT DISTINCT masked_value FROM login_duplicate_pairs ORDER BY 1`
+  assert.deepEqual(pairs.map((p) => p.masked_value), ['old-mask-dev-1', 'old-mask-dev-2', 'old-mask-ip-1', 'old-mask-ip-2'], 'pairs only for values in the summary')
   assert.equal((await db.sql`SELECT 1 FROM login_summary_pending`).length, 0, 'the rows already there are counted once, not also queued')
 })

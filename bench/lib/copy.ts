@@ -16,11 +16,15 @@ export interface CopyResult {
 const copyField = (value: string | null): string =>
   value === null ? '\\N' : value.replace(/\\/g, '\\\\').replace(/\t/g, '\\t').replace(/\n/g, '\\n').replace(/\r/g, '\\r')
 
-/** The tables ingestion writes, parents first (the foreign keys point up this list). */
-const TABLES = ['pii_data_keys', 'user_logins', 'pii_vault', 'rejected_messages'] as const
+/**
+ * The tables ingestion writes, parents first (the foreign keys point up this list): the rows, the
+ * originals, the rejections and the duplicates summary the worker folds them into (a COPY of
+ * user_logins queues its rows for the summary too, as ingestion does).
+ */
+const TABLES = ['pii_data_keys', 'user_logins', 'pii_vault', 'rejected_messages', 'login_duplicates', 'login_duplicate_pairs'] as const
 
 /**
- * Reads the rows ingestion wrote (data keys, logins, vault, rejections), empties those tables and
+ * Reads the rows ingestion wrote (data keys, logins, vault, rejections, summary), empties those tables and
  * writes the very same rows back with a plain text COPY in one transaction, into the same tables
  * with the same indexes and foreign keys: the database's floor for these rows. `application`
  * names the bench's own sessions, whose backends' CPU is read from /proc.
@@ -37,7 +41,7 @@ export async function copyStoredRows(sql: Sql, database: string, application: st
     data.set(table, await sql.unsafe<{ line: (string | null)[] }[]>(
       `SELECT json_build_array(${names.map((c) => `${c}::text`).join(', ')}) AS line FROM ${table} ORDER BY ${names[0] ?? '1'}`))
   }
-  await sql.unsafe(`TRUNCATE ${TABLES.join(', ')}`)
+  await sql.unsafe(`TRUNCATE ${TABLES.join(', ')}, login_summary_pending`)
   await sql`VACUUM ANALYZE user_logins`
   const lines = (rows: { line: (string | null)[] }[]) => Readable.from((function* () {
     for (const { line } of rows) yield `${line.map(copyField).join('\t')}\n`

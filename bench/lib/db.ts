@@ -37,7 +37,7 @@ export async function createBenchDatabase(serverUrl: string): Promise<BenchDatab
 
 /** Empties the tables ingestion writes; keeps the schema, the key registry and the mask key state. */
 export async function resetTables(sql: Sql): Promise<void> {
-  await sql`TRUNCATE user_logins, pii_vault, rejected_messages, pii_data_keys RESTART IDENTITY`
+  await sql`TRUNCATE user_logins, pii_vault, rejected_messages, pii_data_keys, login_duplicates, login_duplicate_pairs, login_summary_pending RESTART IDENTITY`
 }
 
 export async function storedCounts(sql: Sql): Promise<{ rows: number; rejected: number; vault: number }> {

@@ -87,7 +87,11 @@ async function grow(ctx: Context, masker: Masker, from: number, to: number): Pro
         SELECT 'device_id', masked_device_id, user_id, count(*) FROM user_logins WHERE masked_device_id IS NOT NULL GROUP BY 2, 3`
     await tx`
       INSERT INTO login_duplicates (field, masked_value, logins, users, first_seen, last_seen)
-        SELECT field, masked_value, sum(logins), count(user_id), NULL::date, NULL::date FROM login_duplicate_pairs GROUP BY 1, 2`
+        SELECT field, masked_value, sum(logins), count(user_id), NULL::date, NULL::date FROM login_duplicate_pairs GROUP BY 1, 2 HAVING sum(logins) >= 2`
+    // The summary holds values seen at least twice, and their pairs only (migration 010).
+    await tx`
+      DELETE FROM login_duplicate_pairs p
+      WHERE NOT EXISTS (SELECT 1 FROM login_duplicates d WHERE d.field = p.field AND d.masked_value = p.masked_value)`
     await tx`
       UPDATE login_duplicates d SET first_seen = m.f, last_seen = m.l FROM (
         SELECT 'ip' AS field, masked_ip AS v, min(create_date) AS f, max(create_date) AS l FROM user_logins WHERE masked_ip IS NOT NULL GROUP BY 2

@@ -15,9 +15,9 @@ const Duplicate = Type.Object({
   last_seen: Type.Union([Type.String({ format: 'date' }), Type.Null()], { description: 'latest create_date among them' }),
 })
 
-/** At most two batches before a read; a larger backlog is the worker's to fold (the report is then up to a few seconds old). */
+/** What is pending is folded before a read (one transaction, usually a batch or two of logins). */
 async function catchUp(sql: Sql): Promise<void> {
-  if (await duplicatesPending(sql)) await refreshDuplicates(sql, { wait: true, maxBatches: 2 })
+  if (await duplicatesPending(sql)) await refreshDuplicates(sql, { wait: true })
 }
 
 const duplicates: FastifyPluginAsyncTypebox = async (app) => {

@@ -2,33 +2,24 @@ import type { FastifyBaseLogger } from 'fastify'
 import type { Sql } from 'postgres'
 import { describeError } from '../ingest/errors.ts'
 
-/** Pending rows one refresh transaction folds in at most (a few tens of milliseconds). */
-export const REFRESH_BATCH = 5_000
-
 /**
- * Folds pending changes of user_logins into the duplicates summary (migration 009), one batch
- * per transaction under an advisory lock so one session at a time does it. With `wait` false it
- * gives up at once when another session holds the lock (a replica's SummaryRefresher);
- * with `wait` true it queues behind it (a reader catching up). Returns the pending rows folded in.
+ * Folds every committed pending change of user_logins into the duplicates summary (migrations
+ * 009 and 010) in one transaction, under an advisory lock so one session at a time does it.
+ * With `wait` false it gives up at once when another session holds the lock (a replica's
+ * SummaryRefresher); with `wait` true it queues behind it (a reader catching up). Returns the
+ * pending rows folded in, or -1 when it gave up.
  */
-export async function refreshDuplicates(sql: Sql, options: { wait: boolean; maxBatches?: number }): Promise<number> {
-  let total = 0
-  for (let i = 0; i < (options.maxBatches ?? Number.POSITIVE_INFINITY); i++) {
-    const taken = await sql.begin(async (tx) => {
-      if (options.wait) {
-        await tx`SELECT pg_advisory_xact_lock(hashtext('login-ingest:duplicates'))`
-      } else {
-        const [row] = await tx<{ locked: boolean }[]>`SELECT pg_try_advisory_xact_lock(hashtext('login-ingest:duplicates')) AS locked`
-        if (row?.locked !== true) return -1
-      }
-      const [row] = await tx<{ n: number }[]>`SELECT login_duplicates_refresh(${REFRESH_BATCH}::int) AS n`
-      return row?.n ?? 0
-    })
-    if (taken <= 0) break
-    total += taken
-    if (taken < REFRESH_BATCH) break
-  }
-  return total
+export async function refreshDuplicates(sql: Sql, options: { wait: boolean }): Promise<number> {
+  return sql.begin(async (tx) => {
+    if (options.wait) {
+      await tx`SELECT pg_advisory_xact_lock(hashtext('login-ingest:duplicates'))`
+    } else {
+      const [row] = await tx<{ locked: boolean }[]>`SELECT pg_try_advisory_xact_lock(hashtext('login-ingest:duplicates')) AS locked`
+      if (row?.locked !== true) return -1
+    }
+    const [row] = await tx<{ n: number }[]>`SELECT login_duplicates_refresh() AS n`
+    return row?.n ?? 0
+  })
 }
 
 /** Whether changes are waiting to be folded into the summary (a cheap primary-key probe). */
@@ -38,37 +29,68 @@ export async function duplicatesPending(sql: Sql): Promise<boolean> {
 }
 
 /**
- * Folds new logins into the summary after the worker stores them: one refresh at a time, and
- * one more when batches arrived meanwhile. Quiet while nothing is stored, so an idle replica
- * (or one whose database is down) sends no queries for it; what other writers leave pending
- * (a rotation's switch, an erasure) is folded by the next batch, or by a read before it answers.
+ * Folds new logins into the summary while the worker stores them: at most one fold every
+ * `intervalMs` (0: after every stored batch), since a fold costs about the same for one batch as
+ * for many (the same masked values recur within a second). Quiet while nothing is stored, so
+ * an idle replica (or one whose database is down) sends no queries for it; what other writers
+ * leave pending (a rotation's switch, an erasure) is folded by the next fold, or by a read of
+ * the report before it answers.
  */
 export class SummaryRefresher {
   private running: Promise<void> | null = null
+  private timer: NodeJS.Timeout | null = null
   private again = false
+  private stopped = false
 
   constructor(
     private readonly sql: Sql,
     private readonly log: FastifyBaseLogger,
+    private readonly intervalMs = 1000,
   ) {}
 
+  /** Something was stored: fold it within `intervalMs`. */
   kick(): void {
+    if (this.stopped) return
     if (this.running !== null) {
       this.again = true
       return
     }
-    this.running = (async () => {
-      do {
-        this.again = false
-        await refreshDuplicates(this.sql, { wait: false })
-      } while (this.again)
-    })()
-      .catch((error: unknown) => this.log.warn({ err: describeError(error) }, 'duplicates summary refresh failed; the next stored batch retries'))
-      .finally(() => { this.running = null })
+    if (this.timer !== null) return
+    if (this.intervalMs === 0) {
+      this.fold()
+      return
+    }
+    this.timer = setTimeout(() => {
+      this.timer = null
+      this.fold()
+    }, this.intervalMs)
+    this.timer.unref()
   }
 
-  /** Lets a refresh in flight finish (one short transaction), but never holds a shutdown for long. */
+  /** Folds now (what a restart finds pending, too). */
+  fold(): void {
+    if (this.stopped || this.running !== null) return
+    this.running = refreshDuplicates(this.sql, { wait: false })
+      .then(() => undefined, (error: unknown) => {
+        this.log.warn({ err: describeError(error) }, 'duplicates summary refresh failed; the next stored batch retries')
+      })
+      .finally(() => {
+        this.running = null
+        if (this.again) {
+          this.again = false
+          this.kick()
+        }
+      })
+  }
+
+  /** Folds what is left (one short transaction), but never holds a shutdown for long. */
   async stop(): Promise<void> {
+    if (this.timer !== null) {
+      clearTimeout(this.timer)
+      this.timer = null
+      this.fold()
+    }
+    this.stopped = true
     this.again = false
     if (this.running === null) return
     let timer: NodeJS.Timeout | undefined

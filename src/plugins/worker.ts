@@ -20,19 +20,19 @@ declare module 'fastify' {
 export default fp(
   async function workerPlugin(
     app: FastifyInstance,
-    options: { services: Services; enabled: boolean; worker: WorkerOptions; retentionDays: number | undefined; progressIntervalMs: number },
+    options: { services: Services; enabled: boolean; worker: WorkerOptions; retentionDays: number | undefined; progressIntervalMs: number; duplicatesRefreshMs: number },
   ) {
     const { services } = options
     const worker = new IngestWorker(services.queue, services.pipeline, services.sql, app.log.child({ component: 'worker' }), options.worker)
     app.decorate('worker', worker)
     const progress = new ProgressLog(app.log.child({ component: 'worker' }), options.progressIntervalMs, () => services.queue.depth())
     worker.onBatch(progress.record)
-    const summary = new SummaryRefresher(services.sql, app.log.child({ component: 'duplicates-summary' }))
+    const summary = new SummaryRefresher(services.sql, app.log.child({ component: 'duplicates-summary' }), options.duplicatesRefreshMs)
     worker.onBatch((report) => { if (report.inserted > 0) summary.kick() })
     if (options.enabled) {
       app.addHook('onReady', async () => {
         progress.start()
-        summary.kick() // what an earlier process, a rotation or an erasure left pending
+        summary.fold() // what an earlier process, a rotation or an erasure left pending
         worker.start()
       })
     }
