@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto'
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import { sendBodies } from '../src/embedded/samples.ts'
@@ -250,6 +251,19 @@ test('the ingestion pipeline on the real database and queue', async (t) => {
       verifyKeyFingerprints(sql, { mask: parseKeyring('MASK_KEYS', `${randomKeyring('k2')},${services.keys.MASK_KEYS}`), master }),
       KeyMismatchError,
     )
+  })
+
+  await t.test('the worker folds what it stored into the duplicates summary on its own, within DUPLICATES_REFRESH_MS', async (t) => {
+    const device = `fold-${randomUUID()}`
+    const records = [loginRecord({ device_id: device }), loginRecord({ device_id: device })]
+    await build(t, { env: { WORKER_ENABLED: 'true', DUPLICATES_REFRESH_MS: '200' }, services })
+    await sendBodies(queue.client, queue.queueUrl, records.map((r) => JSON.stringify(r)))
+    // No read of the report: the worker's own fold must bring the value in.
+    await waitFor(async () => {
+      const [row] = await sql<{ logins: number; users: number }[]>`
+        SELECT logins::int, users FROM login_duplicates WHERE field = 'device_id' AND masked_value = ${services.masker.maskDeviceId(device)}`
+      return row?.logins === 2 && row.users === 2
+    }, 20_000, 'the device seen twice, by two users, in the summary')
   })
 
   await t.test('the worker ingests from the queue and readiness shows its state', async (t) => {
