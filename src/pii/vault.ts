@@ -97,14 +97,23 @@ export class Vault {
     const found = await this.load([...wanted.values()])
     const missing = [...wanted.entries()].filter(([k]) => !found.has(k)).map(([, scope]) => scope)
     if (missing.length > 0) {
-      const rows = missing.map((scope) => {
-        const { keyId, wrapped } = this.master.wrap(randomBytes(32), wrapAad(scope))
+      const created = new Map(missing.map((scope) => [scopeKey(scope), { scope, key: randomBytes(32) }]))
+      const rows = [...created.values()].map(({ scope, key }) => {
+        const { keyId, wrapped } = this.master.wrap(key, wrapAad(scope))
         return { subject: scope.subject, period: scope.period, master_key_id: keyId, wrapped_key: wrapped }
       })
-      await this.sql`
+      // The keys this statement inserted come back with their ids, and their plaintext is the
+      // one just drawn; only a key another session inserted first is read (and unwrapped) again.
+      const inserted: { id: string; subject: string; period: string }[] = await this.sql`
         INSERT INTO pii_data_keys ${this.sql(rows, 'subject', 'period', 'master_key_id', 'wrapped_key')}
-        ON CONFLICT (subject, period) DO NOTHING`
-      for (const [k, v] of await this.load(missing)) found.set(k, v)
+        ON CONFLICT (subject, period) DO NOTHING
+        RETURNING id::text AS id, subject, to_char(period, 'YYYY-MM-DD') AS period`
+      for (const row of inserted) {
+        const mine = created.get(scopeKey(row))
+        if (mine !== undefined) found.set(scopeKey(row), { id: row.id, key: mine.key })
+      }
+      const raced = missing.filter((scope) => !found.has(scopeKey(scope)))
+      for (const [k, v] of await this.load(raced)) found.set(k, v)
     }
     return new Map([...wanted.entries()].flatMap(([k]) => {
       const dataKey = found.get(k)
