@@ -1,7 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
 import { REASON_HEADER, audited, auditSuccess, type AuditTarget } from '../../src/audit/hooks.ts'
-import { isUnavailableError } from '../../src/ingest/errors.ts'
+import { isUnavailableError } from '../../src/db/errors.ts'
 import { ResubmitFailedError, resubmitRejected } from '../../src/ingest/rejected.ts'
 import { parseId } from '../../src/logins/cursor.ts'
 import { authErrors, badRequest } from '../../src/schemas/common.ts'

@@ -1,6 +1,6 @@
 import type { FastifyReply, FastifyRequest, onSendAsyncHookHandler, preValidationAsyncHookHandler } from 'fastify'
 import type { Sql, TransactionSql } from 'postgres'
-import { describeError } from '../ingest/errors.ts'
+import { describeError } from '../db/errors.ts'
 import { hasUndecodablePath } from '../http/url.ts'
 import { badRequest } from '../schemas/common.ts'
 import { writeAudit, type AuditAction, type AuditEntry } from './store.ts'

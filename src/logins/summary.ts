@@ -1,6 +1,6 @@
 import type { FastifyBaseLogger } from 'fastify'
 import type { Sql } from 'postgres'
-import { describeError } from '../ingest/errors.ts'
+import { describeError } from '../db/errors.ts'
 
 /** Pending rows one refresh transaction folds in at most (a few tens of milliseconds). */
 export const REFRESH_BATCH = 5_000

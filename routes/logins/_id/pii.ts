@@ -1,7 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
 import { REASON_HEADER, audited, auditSuccess, auditUnavailable, type AuditTarget } from '../../../src/audit/hooks.ts'
-import { describeError } from '../../../src/ingest/errors.ts'
+import { describeError } from '../../../src/db/errors.ts'
 import { parseId } from '../../../src/logins/cursor.ts'
 import { readOriginals } from '../../../src/logins/store.ts'
 import { authErrors, badRequest, errorRef } from '../../../src/schemas/common.ts'

@@ -1,7 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
 import { REASON_HEADER, audited, auditSuccess, type AuditTarget } from '../../../src/audit/hooks.ts'
-import { describeError } from '../../../src/ingest/errors.ts'
+import { describeError } from '../../../src/db/errors.ts'
 import { eraseUserPii } from '../../../src/pii/erasure.ts'
 import { authErrors } from '../../../src/schemas/common.ts'
 
