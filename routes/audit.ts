@@ -2,7 +2,8 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
 import { listAudit } from '../src/audit/store.ts'
 import { parseId } from '../src/logins/cursor.ts'
-import { Cursor, Limit, authErrors, badRequest } from '../src/schemas/common.ts'
+import { Cursor, Limit, authErrors } from '../src/schemas/common.ts'
+import { sendError } from '../src/http/errors.ts'
 
 const AuditRecord = Type.Object({
   id: Type.String(),
@@ -43,7 +44,7 @@ const audit: FastifyPluginAsyncTypebox = async (app) => {
     let before: bigint | undefined
     if (cursor !== undefined) {
       const id = parseId(app.cursors.decode('audit', cursor)?.[0])
-      if (id === null) return reply.code(400).send(badRequest('querystring/cursor is not a cursor this API issued for /audit'))
+      if (id === null) return sendError(reply, 400, 'querystring/cursor is not a cursor this API issued for /audit')
       before = id
     }
     const page = await app.dbRead(listAudit(app.services.sql, {

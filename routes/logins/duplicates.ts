@@ -4,7 +4,8 @@ import { Type } from 'typebox'
 import { listDuplicates, type DuplicateField, type DuplicateQuery } from '../../src/logins/store.ts'
 import { duplicatesPending, refreshDuplicates } from '../../src/logins/summary.ts'
 import { NETWORK_BITS } from '../../src/pii/ip-prefix.ts'
-import { Cursor, Limit, authErrors, badRequest } from '../../src/schemas/common.ts'
+import { Cursor, Limit, authErrors } from '../../src/schemas/common.ts'
+import { sendError } from '../../src/http/errors.ts'
 
 const Duplicate = Type.Object({
   field: Type.Union([Type.Literal('ip'), Type.Literal('device_id'), Type.Literal('ip_network')]),
@@ -63,12 +64,12 @@ const duplicates: FastifyPluginAsyncTypebox = async (app) => {
     let networks: DuplicateQuery['networks']
     if (field === 'ip_network') {
       const prefixer = app.services.ipPrefixer
-      if (prefixer === null) return reply.code(400).send(badRequest('querystring/field ip_network needs IP_PREFIX_KEYS, which this service is not configured with'))
+      if (prefixer === null) return sendError(reply, 400, 'querystring/field ip_network needs IP_PREFIX_KEYS, which this service is not configured with')
       const length = bits ?? 24
       const ipFamily = family ?? (length <= 32 ? 4 : 6)
       const range = NETWORK_BITS[ipFamily]
       if (length < range.min || length > range.max) {
-        return reply.code(400).send(badRequest(`querystring/bits must be from ${range.min} to ${range.max} for IPv${ipFamily} networks`))
+        return sendError(reply, 400, `querystring/bits must be from ${range.min} to ${range.max} for IPv${ipFamily} networks`)
       }
       networks = { keyId: prefixer.keyId, family: ipFamily, bits: length }
     }
@@ -77,7 +78,7 @@ const duplicates: FastifyPluginAsyncTypebox = async (app) => {
       const values = app.cursors.decode('duplicates', cursor)
       const [count, cursorField, maskedValue] = values ?? []
       if (typeof count !== 'number' || (cursorField !== 'ip' && cursorField !== 'device_id' && cursorField !== 'ip_network') || typeof maskedValue !== 'string') {
-        return reply.code(400).send(badRequest('querystring/cursor is not a cursor this API issued for /logins/duplicates'))
+        return sendError(reply, 400, 'querystring/cursor is not a cursor this API issued for /logins/duplicates')
       }
       after = { count, field: cursorField as DuplicateField, masked_value: maskedValue }
     }

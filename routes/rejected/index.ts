@@ -2,7 +2,8 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
 import { pageRejected } from '../../src/ingest/rejected.ts'
 import { parseId } from '../../src/logins/cursor.ts'
-import { Cursor, Limit, authErrors, badRequest } from '../../src/schemas/common.ts'
+import { Cursor, Limit, authErrors } from '../../src/schemas/common.ts'
+import { sendError } from '../../src/http/errors.ts'
 
 const Timestamp = Type.String({ format: 'date-time' })
 
@@ -46,7 +47,7 @@ const rejected: FastifyPluginAsyncTypebox = async (app) => {
       // The state is in the cursor: a page of another state would skip or repeat rows.
       const [id, cursorState] = app.cursors.decode('rejected', cursor) ?? []
       const parsed = parseId(id)
-      if (parsed === null || cursorState !== state) return reply.code(400).send(badRequest('querystring/cursor is not a cursor this API issued for /rejected with this state'))
+      if (parsed === null || cursorState !== state) return sendError(reply, 400, 'querystring/cursor is not a cursor this API issued for /rejected with this state')
       before = parsed
     }
     const page = await app.dbRead(pageRejected(app.services.sql, { limit, state, ...(before === undefined ? {} : { before }) }))

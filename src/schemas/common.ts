@@ -28,5 +28,3 @@ export const Limit = Type.Integer({ minimum: 1, maximum: 1000, default: 100, des
 
 /** The `next` value of the previous page. */
 export const Cursor = Type.String({ minLength: 1, maxLength: 1000, description: 'the `next` value of the previous page (opaque, signed)' })
-
-export const badRequest = (message: string) => ({ statusCode: 400, error: 'Bad Request', message })
