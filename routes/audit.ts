@@ -1,9 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
 import { listAudit } from '../src/audit/store.ts'
-import { parseId } from '../src/logins/cursor.ts'
 import { Cursor, Limit, authErrors } from '../src/schemas/common.ts'
-import { sendError } from '../src/http/errors.ts'
 
 const AuditRecord = Type.Object({
   id: Type.String(),
@@ -39,21 +37,16 @@ const audit: FastifyPluginAsyncTypebox = async (app) => {
       ),
       response: { 200: Type.Object({ items: Type.Array(AuditRecord), next: Type.Union([Type.String(), Type.Null()]) }), ...authErrors },
     },
-  }, async (request, reply) => {
+  }, async (request) => {
     const { limit, cursor, action, key_name } = request.query
-    let before: bigint | undefined
-    if (cursor !== undefined) {
-      const id = parseId(app.cursors.decode('audit', cursor)?.[0])
-      if (id === null) return sendError(reply, 400, 'querystring/cursor is not a cursor this API issued for /audit')
-      before = id
-    }
+    const before = app.services.cursors.audit.read(cursor)
     const page = await app.dbRead(listAudit(app.services.sql, {
       limit,
       ...(before === undefined ? {} : { before }),
       ...(action === undefined ? {} : { action }),
       ...(key_name === undefined ? {} : { keyName: key_name }),
     }))
-    return { items: page.items, next: page.lastId === null ? null : app.cursors.encode('audit', [page.lastId]) }
+    return { items: page.items, next: page.lastId === null ? null : app.services.cursors.audit.encode(page.lastId) }
   })
 }
 

@@ -22,7 +22,6 @@ import type { WorkerOptions } from './ingest/worker.ts'
 import { sendError } from './http/errors.ts'
 import { securityHeaders } from './http/security-headers.ts'
 import { serverOptions } from './http/server-options.ts'
-import type { CursorCodec } from './logins/cursor.ts'
 import authPlugin from './plugins/auth.ts'
 import inputPlugin from './plugins/input.ts'
 import metricsPlugin from './plugins/metrics.ts'
@@ -34,7 +33,6 @@ import type { Services } from './services.ts'
 declare module 'fastify' {
   interface FastifyInstance {
     services: Services
-    cursors: CursorCodec
     workerOptions: WorkerOptions
     /** bounds a database read of an API route (503 when the database does not answer in time) */
     dbRead<T>(work: Promise<T>): Promise<T>
@@ -132,7 +130,6 @@ export async function buildApp({ config, services, logger }: BuildOptions): Prom
     for (const method of [route.method].flat()) routeTable.push(`${method.toLowerCase()} ${route.url}`)
   })
   app.decorate('services', services)
-  app.decorate('cursors', services.cursors)
   app.decorate('workerOptions', workerOptions)
   app.decorate('dbRead', <T>(work: Promise<T>) => withDeadline(work, config.API_DATABASE_TIMEOUT_MS))
   const closing = new AbortController()

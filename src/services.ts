@@ -5,7 +5,7 @@ import { SCOPES, apiKeyEntry, parseApiKeys, type ApiKey } from './auth/api-keys.
 import type { Config } from './config.ts'
 import { createSql } from './db/sql.ts'
 import { latestMigration } from './db/migrate.ts'
-import { CursorCodec } from './logins/cursor.ts'
+import { pageCursors, type PageCursors } from './logins/cursor.ts'
 import { LoginPipeline } from './ingest/pipeline.ts'
 import { LoginQueue } from './ingest/queue.ts'
 import { parseKeyring, type Keyring } from './pii/keys.ts'
@@ -27,7 +27,7 @@ export interface Services {
   pipeline: LoginPipeline
   apiKeys: ApiKey[]
   /** signs page cursors; derived from the active mask key so every replica accepts every cursor */
-  cursors: CursorCodec
+  cursors: PageCursors
   /** migration the code expects; readiness waits for it */
   schemaVersion: string
   /** which parts run embedded, and the demo key when there is one */
@@ -85,7 +85,7 @@ export async function buildServices(parts: ServiceParts): Promise<Services> {
     vault,
     pipeline: new LoginPipeline(sql, masker, vault, ipPrefixer),
     apiKeys: secrets.apiKeys,
-    cursors: new CursorCodec(secrets.mask.active.secret),
+    cursors: pageCursors(secrets.mask.active.secret),
     schemaVersion: await latestMigration(),
     embedded: parts.embedded ?? { database: false, queue: null, demoApiKey: null },
   }

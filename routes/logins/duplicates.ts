@@ -1,11 +1,11 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { Sql } from 'postgres'
 import { Type } from 'typebox'
-import { listDuplicates, type DuplicateField, type DuplicateQuery } from '../../src/logins/store.ts'
+import { sendError } from '../../src/http/errors.ts'
+import { listDuplicates, type DuplicateQuery } from '../../src/logins/store.ts'
 import { duplicatesPending, refreshDuplicates } from '../../src/logins/summary.ts'
 import { NETWORK_BITS } from '../../src/pii/ip-prefix.ts'
 import { Cursor, Limit, authErrors } from '../../src/schemas/common.ts'
-import { sendError } from '../../src/http/errors.ts'
 
 const Duplicate = Type.Object({
   field: Type.Union([Type.Literal('ip'), Type.Literal('device_id'), Type.Literal('ip_network')]),
@@ -73,21 +73,13 @@ const duplicates: FastifyPluginAsyncTypebox = async (app) => {
       }
       networks = { keyId: prefixer.keyId, family: ipFamily, bits: length }
     }
-    let after
-    if (cursor !== undefined) {
-      const values = app.cursors.decode('duplicates', cursor)
-      const [count, cursorField, maskedValue] = values ?? []
-      if (typeof count !== 'number' || (cursorField !== 'ip' && cursorField !== 'device_id' && cursorField !== 'ip_network') || typeof maskedValue !== 'string') {
-        return sendError(reply, 400, 'querystring/cursor is not a cursor this API issued for /logins/duplicates')
-      }
-      after = { count, field: cursorField as DuplicateField, masked_value: maskedValue }
-    }
+    const after = app.services.cursors.duplicates.read(cursor)
     // Catch the summary up first, boundedly: exact when the backlog is small, the worker's refresher does the rest.
     if (fields.length > 0) await app.dbRead(catchUp(app.services.sql))
     const rows = await app.dbRead(listDuplicates(app.services.sql, { fields, minCount: min_count, limit, ...(networks ? { networks } : {}), ...(after ? { after } : {}) }))
     const items = rows.slice(0, limit)
     const last = items.at(-1)
-    const next = rows.length > limit && last ? app.cursors.encode('duplicates', [last.count, last.field, last.masked_value]) : null
+    const next = rows.length > limit && last ? app.services.cursors.duplicates.encode(last) : null
     return { items, next }
   })
 }

@@ -1,11 +1,10 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
+import { sendError } from '../../src/http/errors.ts'
 import { encodeAppVersion } from '../../src/ingest/app-version.ts'
-import { parseId } from '../../src/logins/cursor.ts'
 import { listLogins } from '../../src/logins/store.ts'
 import { parsePseudonymNetwork } from '../../src/pii/ip-prefix.ts'
 import { Cursor, Limit, authErrors } from '../../src/schemas/common.ts'
-import { sendError } from '../../src/http/errors.ts'
 
 const Version = (description: string) => Type.String({ maxLength: 64, description, examples: ['2.3.0'] })
 
@@ -49,13 +48,7 @@ const logins: FastifyPluginAsyncTypebox = async (app) => {
     },
   }, async (request, reply) => {
     const { limit, cursor, version_min, version_max, ip_network, ...filters } = request.query
-    let before: bigint | undefined
-    if (cursor !== undefined) {
-      const values = app.cursors.decode('logins', cursor)
-      const id = parseId(values?.[0])
-      if (id === null) return sendError(reply, 400, 'querystring/cursor is not a cursor this API issued for /logins')
-      before = id
-    }
+    const before = app.services.cursors.logins.read(cursor)
     const versions: { version_min?: number; version_max?: number } = {}
     for (const [name, text] of [['version_min', version_min], ['version_max', version_max]] as const) {
       if (text === undefined) continue
@@ -74,7 +67,7 @@ const logins: FastifyPluginAsyncTypebox = async (app) => {
     const page = await app.dbRead(listLogins(app.services.sql, {
       limit, ...filters, ...versions, ...(before === undefined ? {} : { before }), ...(network === undefined ? {} : { ip_network: network }),
     }))
-    return { items: page.items, next: page.lastId === null ? null : app.cursors.encode('logins', [page.lastId]) }
+    return { items: page.items, next: page.lastId === null ? null : app.services.cursors.logins.encode(page.lastId) }
   })
 }
 

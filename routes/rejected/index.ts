@@ -1,9 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
 import { pageRejected } from '../../src/ingest/rejected.ts'
-import { parseId } from '../../src/logins/cursor.ts'
 import { Cursor, Limit, authErrors } from '../../src/schemas/common.ts'
-import { sendError } from '../../src/http/errors.ts'
 
 const Timestamp = Type.String({ format: 'date-time' })
 
@@ -40,18 +38,11 @@ const rejected: FastifyPluginAsyncTypebox = async (app) => {
       ),
       response: { 200: Type.Object({ items: Type.Array(RejectedRecord), next: Type.Union([Type.String(), Type.Null()]) }), ...authErrors },
     },
-  }, async (request, reply) => {
+  }, async (request) => {
     const { limit, cursor, state } = request.query
-    let before: bigint | undefined
-    if (cursor !== undefined) {
-      // The state is in the cursor: a page of another state would skip or repeat rows.
-      const [id, cursorState] = app.cursors.decode('rejected', cursor) ?? []
-      const parsed = parseId(id)
-      if (parsed === null || cursorState !== state) return sendError(reply, 400, 'querystring/cursor is not a cursor this API issued for /rejected with this state')
-      before = parsed
-    }
+    const before = app.services.cursors.rejected.read(cursor, (after) => after.state === state)?.before
     const page = await app.dbRead(pageRejected(app.services.sql, { limit, state, ...(before === undefined ? {} : { before }) }))
-    return { items: page.items, next: page.lastId === null ? null : app.cursors.encode('rejected', [page.lastId, state]) }
+    return { items: page.items, next: page.lastId === null ? null : app.services.cursors.rejected.encode({ id: page.lastId, state }) }
   })
 }
 
