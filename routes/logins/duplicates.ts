@@ -5,15 +5,15 @@ import { sendError } from '../../src/http/errors.ts'
 import { listDuplicates, type DuplicateQuery } from '../../src/logins/store.ts'
 import { duplicatesPending, refreshDuplicates } from '../../src/logins/summary.ts'
 import { NETWORK_BITS } from '../../src/pii/ip-prefix.ts'
-import { Cursor, Limit, authErrors } from '../../src/schemas/common.ts'
+import { Cursor, Limit, NextCursor, Nullable, authErrors } from '../../src/schemas/common.ts'
 
 const Duplicate = Type.Object({
   field: Type.Union([Type.Literal('ip'), Type.Literal('device_id'), Type.Literal('ip_network')]),
   masked_value: Type.String({ description: 'the mask; for ip_network, <key id>:<network of pseudonyms>/<bits>, usable as GET /logins?ip_network=' }),
   count: Type.Integer({ description: 'rows with this masked value' }),
   users: Type.Integer({ description: 'distinct user_id among them' }),
-  first_seen: Type.Union([Type.String({ format: 'date' }), Type.Null()], { description: 'earliest create_date among them (null when none has one)' }),
-  last_seen: Type.Union([Type.String({ format: 'date' }), Type.Null()], { description: 'latest create_date among them' }),
+  first_seen: Nullable(Type.String({ format: 'date' }), { description: 'earliest create_date among them (null when none has one)' }),
+  last_seen: Nullable(Type.String({ format: 'date' }), { description: 'latest create_date among them' }),
 })
 
 /** At most two batches before a read; a larger backlog is the worker's to fold (the report is then up to a few seconds old). */
@@ -54,7 +54,7 @@ const duplicates: FastifyPluginAsyncTypebox = async (app) => {
         { additionalProperties: false },
       ),
       response: {
-        200: Type.Object({ items: Type.Array(Duplicate), next: Type.Union([Type.String(), Type.Null()]) }),
+        200: Type.Object({ items: Type.Array(Duplicate), next: NextCursor }),
         ...authErrors,
       },
     },
