@@ -323,6 +323,7 @@ export interface operations {
                             /** @description row id (pii.read), user id (pii.erase) or rejection ids (rejected.resubmit) as requested */
                             target: string | null;
                         }[];
+                        /** @description cursor of the next page; null on the last page */
                         next: string | null;
                     };
                 };
@@ -773,6 +774,7 @@ export interface operations {
                             /** @description distinct user_id among them */
                             users: number;
                         }[];
+                        /** @description cursor of the next page; null on the last page */
                         next: string | null;
                     };
                 };
@@ -980,6 +982,7 @@ export interface operations {
                              */
                             resubmitted_at: string | null;
                         }[];
+                        /** @description cursor of the next page; null on the last page */
                         next: string | null;
                     };
                 };

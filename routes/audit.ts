@@ -1,22 +1,21 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
 import { listAudit } from '../src/audit/store.ts'
-import { parseId } from '../src/logins/cursor.ts'
-import { Cursor, Limit, authErrors, badRequest } from '../src/schemas/common.ts'
+import { Cursor, Limit, NextCursor, Nullable, authErrors } from '../src/schemas/common.ts'
 
 const AuditRecord = Type.Object({
   id: Type.String(),
   at: Type.String({ format: 'date-time' }),
   action: Type.String({ description: 'pii.read, pii.erase or rejected.resubmit' }),
-  key_name: Type.Union([Type.String(), Type.Null()], { description: 'name of the API key; null when none was recognised' }),
-  target: Type.Union([Type.String(), Type.Null()], { description: 'row id (pii.read), user id (pii.erase) or rejection ids (rejected.resubmit) as requested' }),
-  reason: Type.Union([Type.String(), Type.Null()]),
+  key_name: Nullable(Type.String(), { description: 'name of the API key; null when none was recognised' }),
+  target: Nullable(Type.String(), { description: 'row id (pii.read), user id (pii.erase) or rejection ids (rejected.resubmit) as requested' }),
+  reason: Nullable(Type.String()),
   status: Type.Integer({ description: 'HTTP status of the answer' }),
   outcome: Type.String(),
-  request_id: Type.Union([Type.String(), Type.Null()]),
+  request_id: Nullable(Type.String()),
   calls: Type.Integer({ description: 'calls the row stands for: 1, or the count of refusals beyond the audit rate in one window' }),
-  first_at: Type.Union([Type.String({ format: 'date-time' }), Type.Null()], { description: 'first call of a summary row (its last is `at`)' }),
-  note: Type.Union([Type.String(), Type.Null()], { description: 'how input that could not be stored as sent was stored (escaped, truncated), or a summary' }),
+  first_at: Nullable(Type.String({ format: 'date-time' }), { description: 'first call of a summary row (its last is `at`)' }),
+  note: Nullable(Type.String(), { description: 'how input that could not be stored as sent was stored (escaped, truncated), or a summary' }),
 })
 
 const audit: FastifyPluginAsyncTypebox = async (app) => {
@@ -36,23 +35,18 @@ const audit: FastifyPluginAsyncTypebox = async (app) => {
         },
         { additionalProperties: false },
       ),
-      response: { 200: Type.Object({ items: Type.Array(AuditRecord), next: Type.Union([Type.String(), Type.Null()]) }), ...authErrors },
+      response: { 200: Type.Object({ items: Type.Array(AuditRecord), next: NextCursor }), ...authErrors },
     },
-  }, async (request, reply) => {
+  }, async (request) => {
     const { limit, cursor, action, key_name } = request.query
-    let before: bigint | undefined
-    if (cursor !== undefined) {
-      const id = parseId(app.cursors.decode('audit', cursor)?.[0])
-      if (id === null) return reply.code(400).send(badRequest('querystring/cursor is not a cursor this API issued for /audit'))
-      before = id
-    }
+    const before = app.services.cursors.audit.read(cursor)
     const page = await app.dbRead(listAudit(app.services.sql, {
       limit,
       ...(before === undefined ? {} : { before }),
       ...(action === undefined ? {} : { action }),
       ...(key_name === undefined ? {} : { keyName: key_name }),
     }))
-    return { items: page.items, next: page.lastId === null ? null : app.cursors.encode('audit', [page.lastId]) }
+    return { items: page.items, next: page.lastId === null ? null : app.services.cursors.audit.encode(page.lastId) }
   })
 }
 

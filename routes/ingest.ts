@@ -1,5 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
+import { sendError } from '../src/http/errors.ts'
 import { DrainBusyError, DrainFailedError, drainQueue } from '../src/ingest/drain.ts'
 import { authErrors, errorRef } from '../src/schemas/common.ts'
 
@@ -54,14 +55,10 @@ const ingest: FastifyPluginAsyncTypebox = async (app) => {
         app.closing,
       )
     } catch (error) {
-      if (error instanceof DrainBusyError) return reply.code(409).send({ statusCode: 409, error: 'Conflict', message: error.message })
+      if (error instanceof DrainBusyError) return sendError(reply, 409, error.message)
       if (error instanceof DrainFailedError) {
         const p = error.partial
-        return reply.code(503).send({
-          statusCode: 503,
-          error: 'Service Unavailable',
-          message: `the ${error.dependency} is unavailable; unstored messages stay on the queue (stored before the failure: ${p.inserted} inserted, ${p.rejected} rejected, ${p.duplicates} duplicates)`,
-        })
+        return sendError(reply, 503, `the ${error.dependency} is unavailable; unstored messages stay on the queue (stored before the failure: ${p.inserted} inserted, ${p.rejected} rejected, ${p.duplicates} duplicates)`)
       }
       throw error
     }

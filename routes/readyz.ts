@@ -1,6 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
 import { checkDatabase } from '../src/readiness.ts'
+import { Nullable } from '../src/schemas/common.ts'
 
 const Check = Type.Object({ ok: Type.Boolean(), detail: Type.Optional(Type.String()) })
 const Readiness = Type.Object({
@@ -12,12 +13,9 @@ const Readiness = Type.Object({
       status: Type.String(),
       pollers: Type.Integer(),
       batchesInFlight: Type.Integer(),
-      lastPollAt: Type.Union([Type.String(), Type.Null()]),
-      lastSuccessfulPollAt: Type.Union([Type.String(), Type.Null()]),
-      lastError: Type.Union([
-        Type.Object({ at: Type.String(), dependency: Type.String(), error: Type.Record(Type.String(), Type.String()) }),
-        Type.Null(),
-      ]),
+      lastPollAt: Nullable(Type.String()),
+      lastSuccessfulPollAt: Nullable(Type.String()),
+      lastError: Nullable(Type.Object({ at: Type.String(), dependency: Type.String(), error: Type.Record(Type.String(), Type.String()) })),
     },
     { description: 'state of the ingestion worker; informative only, an unreachable queue does not make the API unready' },
   ),

@@ -17,11 +17,11 @@ import { RefusalAudit } from './audit/refusals.ts'
 import type { Config } from './config.ts'
 import type { Scope } from './auth/api-keys.ts'
 import { withDeadline } from './db/deadline.ts'
-import { describeError, isUnavailableError } from './ingest/errors.ts'
+import { describeError, isUnavailableError } from './db/errors.ts'
 import type { WorkerOptions } from './ingest/worker.ts'
+import { sendError } from './http/errors.ts'
 import { securityHeaders } from './http/security-headers.ts'
 import { serverOptions } from './http/server-options.ts'
-import type { CursorCodec } from './logins/cursor.ts'
 import authPlugin from './plugins/auth.ts'
 import inputPlugin from './plugins/input.ts'
 import metricsPlugin from './plugins/metrics.ts'
@@ -33,7 +33,6 @@ import type { Services } from './services.ts'
 declare module 'fastify' {
   interface FastifyInstance {
     services: Services
-    cursors: CursorCodec
     workerOptions: WorkerOptions
     /** bounds a database read of an API route (503 when the database does not answer in time) */
     dbRead<T>(work: Promise<T>): Promise<T>
@@ -131,7 +130,6 @@ export async function buildApp({ config, services, logger }: BuildOptions): Prom
     for (const method of [route.method].flat()) routeTable.push(`${method.toLowerCase()} ${route.url}`)
   })
   app.decorate('services', services)
-  app.decorate('cursors', services.cursors)
   app.decorate('workerOptions', workerOptions)
   app.decorate('dbRead', <T>(work: Promise<T>) => withDeadline(work, config.API_DATABASE_TIMEOUT_MS))
   const closing = new AbortController()
@@ -152,23 +150,16 @@ export async function buildApp({ config, services, logger }: BuildOptions): Prom
       const message = typeof unknown === 'string'
         ? `${where}/${unknown.slice(0, 64)} is not a known ${where === 'body' ? 'field' : 'parameter'}`
         : error.message.startsWith(where) ? error.message : `${where} ${error.message}`
-      return reply.code(400).send({ statusCode: 400, error: 'Bad Request', message })
+      return sendError(reply, 400, message)
     }
     if (isUnavailableError(error)) {
       request.log.warn({ err: describeError(error) }, 'database unavailable')
-      return reply.code(503).send({ statusCode: 503, error: 'Service Unavailable', message: 'the database is unavailable; try again shortly' })
+      return sendError(reply, 503, 'the database is unavailable; try again shortly')
     }
     const status = error.statusCode ?? 500
-    if (status < 500) {
-      return reply.code(status).send({ statusCode: status, error: httpName(status), message: error.message })
-    }
+    if (status < 500) return sendError(reply, status, error.message)
     request.log.error({ err: { code: error.code, name: error.name, stack: error.stack } }, 'request failed')
-    return reply.code(500).send({
-      statusCode: 500,
-      error: 'Internal Server Error',
-      message: `the request failed; quote request id ${request.id} to the operators`,
-      requestId: request.id,
-    })
+    return sendError(reply, 500, `the request failed; quote request id ${request.id} to the operators`, { requestId: request.id })
   })
 
   // Validated inputs the database would still refuse, answered as 400 instead of failing in a query
@@ -181,7 +172,7 @@ export async function buildApp({ config, services, logger }: BuildOptions): Prom
           ? 'must not contain NUL characters'
           : typeof value === 'number' && !Number.isFinite(value) ? 'must be a finite number' : null
         if (problem !== null) {
-          return reply.code(400).send({ statusCode: 400, error: 'Bad Request', message: `${where}/${name.slice(0, 64)} ${problem}` })
+          return sendError(reply, 400, `${where}/${name.slice(0, 64)} ${problem}`)
         }
       }
     }
@@ -245,13 +236,6 @@ export async function buildApp({ config, services, logger }: BuildOptions): Prom
   await app.register(metricsPlugin)
   for (const route of [healthz, readyz, logins, duplicates, piiRoute, erase, audit, ingest, rejected, resubmit]) await app.register(route)
   return app
-}
-
-function httpName(status: number): string {
-  return {
-    400: 'Bad Request', 404: 'Not Found', 405: 'Method Not Allowed', 413: 'Payload Too Large', 415: 'Unsupported Media Type',
-    429: 'Too Many Requests',
-  }[status] ?? 'Error'
 }
 
 interface DocumentedOperation {

@@ -1,5 +1,5 @@
 import type { Sql } from 'postgres'
-import { describeError } from './ingest/errors.ts'
+import { describeError } from './db/errors.ts'
 
 interface Check {
   ok: boolean

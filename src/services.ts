@@ -5,7 +5,7 @@ import { SCOPES, apiKeyEntry, parseApiKeys, type ApiKey } from './auth/api-keys.
 import type { Config } from './config.ts'
 import { createSql } from './db/sql.ts'
 import { latestMigration } from './db/migrate.ts'
-import { CursorCodec } from './logins/cursor.ts'
+import { pageCursors, type PageCursors } from './logins/cursor.ts'
 import { LoginPipeline } from './ingest/pipeline.ts'
 import { LoginQueue } from './ingest/queue.ts'
 import { parseKeyring, type Keyring } from './pii/keys.ts'
@@ -14,7 +14,7 @@ import { Masker } from './pii/mask.ts'
 import { Vault, keyringProvider } from './pii/vault.ts'
 import { prepareDatabase } from './prepare.ts'
 
-/** Everything the app needs from the outside world; built once by server.ts, or by a test. */
+/** Everything the app needs from the outside world; built by buildServices for the server, the OpenAPI export and the tests. */
 export interface Services {
   sql: Sql
   queue: LoginQueue
@@ -27,7 +27,7 @@ export interface Services {
   pipeline: LoginPipeline
   apiKeys: ApiKey[]
   /** signs page cursors; derived from the active mask key so every replica accepts every cursor */
-  cursors: CursorCodec
+  cursors: PageCursors
   /** migration the code expects; readiness waits for it */
   schemaVersion: string
   /** which parts run embedded, and the demo key when there is one */
@@ -53,6 +53,42 @@ export interface EmbeddedQueueInfo {
 export function usesDataDir(config: Config): boolean {
   return config.DATABASE_URL === undefined || config.MASK_KEYS === undefined || config.VAULT_MASTER_KEYS === undefined ||
     config.API_KEYS === undefined
+}
+
+/** What differs between the server, the OpenAPI export and the tests; the rest is derived from it. */
+export interface ServiceParts {
+  sql: Sql
+  queue: LoginQueue
+  /** the dead-letter queue, when there is one to watch */
+  dlq?: LoginQueue | null
+  secrets: Pick<Secrets, 'mask' | 'master' | 'ipPrefix' | 'apiKeys'>
+  /** default: nothing embedded */
+  embedded?: Services['embedded']
+}
+
+/**
+ * The services on a database and a queue: masker, vault, pipeline, cursors and the expected
+ * schema version, wired the same way for the server, the OpenAPI export and the tests. Connects
+ * to nothing itself (postgres.js and the SQS client connect on first use).
+ */
+export async function buildServices(parts: ServiceParts): Promise<Services> {
+  const { sql, secrets } = parts
+  const masker = new Masker(secrets.mask)
+  const vault = new Vault(sql, keyringProvider(secrets.master))
+  const ipPrefixer = secrets.ipPrefix === null ? null : await IpPrefixer.create(secrets.ipPrefix)
+  return {
+    sql,
+    queue: parts.queue,
+    dlq: parts.dlq ?? null,
+    masker,
+    ipPrefixer,
+    vault,
+    pipeline: new LoginPipeline(sql, masker, vault, ipPrefixer),
+    apiKeys: secrets.apiKeys,
+    cursors: pageCursors(secrets.mask.active.secret),
+    schemaVersion: await latestMigration(),
+    embedded: parts.embedded ?? { database: false, queue: null, demoApiKey: null },
+  }
 }
 
 export interface RunningServices extends Services {
@@ -101,14 +137,12 @@ export async function startServices(config: Config, log: FastifyBaseLogger, opti
     const applied = await prepareDatabase(sql, { mask: secrets.mask, master: secrets.master, ipPrefix: secrets.ipPrefix })
     if (applied.length > 0) log.info({ applied }, 'database migrations applied')
 
-    const masker = new Masker(secrets.mask)
-    const vault = new Vault(sql, keyringProvider(secrets.master))
     let queue: LoginQueue
     let dlq: LoginQueue | null = null
     let embeddedQueue: EmbeddedQueueInfo | null = null
+    let samplesTo: { client: SQSClient; queueUrl: string } | null = null
     if (config.SQS_QUEUE_URL === undefined) {
       const { startEmbeddedQueue, localstackStyleUrl } = await import('./embedded/queue.ts')
-      const { seedMissingSamples } = await import('./embedded/samples.ts')
       const embedded = await startEmbeddedQueue({
         region: config.AWS_REGION,
         visibilityTimeoutSeconds: config.SQS_VISIBILITY_TIMEOUT_SECONDS,
@@ -128,19 +162,7 @@ export async function startServices(config: Config, log: FastifyBaseLogger, opti
       if (embedded.portTaken) {
         log.warn({ port: config.EMBEDDED_QUEUE_PORT }, `EMBEDDED_QUEUE_PORT ${config.EMBEDDED_QUEUE_PORT} is taken (a LocalStack?): the embedded queue listens on ${embedded.port} instead`)
       }
-      const seeded = await seedMissingSamples({
-        sql,
-        masker,
-        vault,
-        client: embedded.client,
-        queueUrl: embedded.queueUrl,
-        onBatch: (sent) => log.debug({ sent }, 'embedded queue: sample messages sent'),
-      })
-      if (seeded.sent > 0) {
-        log.info({ sent: seeded.sent }, seeded.sent === 100
-          ? 'embedded queue filled with the 100 sample logins'
-          : 'embedded queue: samples an earlier start had not stored were sent again')
-      }
+      samplesTo = { client: embedded.client, queueUrl: embedded.queueUrl }
     } else {
       // The SDK reads AWS_ENDPOINT_URL and credentials from the environment itself.
       const client = new SQSClient({ region: config.AWS_REGION, ...(config.AWS_ENDPOINT_URL ? { endpoint: config.AWS_ENDPOINT_URL } : {}) })
@@ -149,21 +171,29 @@ export async function startServices(config: Config, log: FastifyBaseLogger, opti
       if (config.SQS_DLQ_URL !== undefined) dlq = new LoginQueue(client, config.SQS_DLQ_URL)
     }
 
-    const ipPrefixer = secrets.ipPrefix === null ? null : await IpPrefixer.create(secrets.ipPrefix)
-    return {
+    const services = await buildServices({
       sql,
       queue,
       dlq,
-      masker,
-      ipPrefixer,
-      vault,
-      pipeline: new LoginPipeline(sql, masker, vault, ipPrefixer),
-      apiKeys: secrets.apiKeys,
-      cursors: new CursorCodec(secrets.mask.active.secret),
-      schemaVersion: await latestMigration(),
+      secrets,
       embedded: { database: config.DATABASE_URL === undefined, queue: embeddedQueue, demoApiKey: secrets.demoApiKey },
-      close,
+    })
+    if (samplesTo !== null) {
+      const { seedMissingSamples } = await import('./embedded/samples.ts')
+      const seeded = await seedMissingSamples({
+        sql,
+        masker: services.masker,
+        vault: services.vault,
+        ...samplesTo,
+        onBatch: (sent) => log.debug({ sent }, 'embedded queue: sample messages sent'),
+      })
+      if (seeded.sent > 0) {
+        log.info({ sent: seeded.sent }, seeded.sent === 100
+          ? 'embedded queue filled with the 100 sample logins'
+          : 'embedded queue: samples an earlier start had not stored were sent again')
+      }
     }
+    return { ...services, close }
   } catch (error) {
     await close()
     throw error

@@ -8,18 +8,13 @@ import { buildApp, loggerOptions } from '../src/app.ts'
 import { SCOPES, apiKeyEntry, generateApiKey, parseApiKeys, type Scope } from '../src/auth/api-keys.ts'
 import { loadConfig, type Config } from '../src/config.ts'
 import { createSql } from '../src/db/sql.ts'
-import { latestMigration } from '../src/db/migrate.ts'
 import { startEmbeddedDatabase } from '../src/embedded/database.ts'
 import { startEmbeddedQueue, type EmbeddedQueue } from '../src/embedded/queue.ts'
-import { LoginPipeline } from '../src/ingest/pipeline.ts'
 import { LoginQueue } from '../src/ingest/queue.ts'
-import { CursorCodec } from '../src/logins/cursor.ts'
 import { parseKeyring, type Keyring } from '../src/pii/keys.ts'
-import { IpPrefixer, parseIpPrefixKeys } from '../src/pii/ip-prefix.ts'
-import { Masker } from '../src/pii/mask.ts'
-import { Vault, keyringProvider } from '../src/pii/vault.ts'
+import { parseIpPrefixKeys } from '../src/pii/ip-prefix.ts'
 import { prepareDatabase } from '../src/prepare.ts'
-import type { Services } from '../src/services.ts'
+import { buildServices, type Services } from '../src/services.ts'
 
 /** Set: tests run against that PostgreSQL server, each file in a database of its own. Unset: PGlite. */
 export const SERVER_URL = process.env.DATABASE_URL
@@ -140,24 +135,13 @@ export async function testServices(t: TestContext, queue: LoginQueue, options: {
   const db = options.db ?? (await testDatabase(t))
   const keys = options.keys ?? testKeys()
   await prepareDatabase(db.sql, keys)
-  const masker = new Masker(keys.mask)
-  const ipPrefixer = keys.ipPrefix === null ? null : await IpPrefixer.create(keys.ipPrefix)
-  const vault = new Vault(db.sql, keyringProvider(keys.master))
-  return {
+  const services = await buildServices({
     sql: db.sql,
     queue,
-    dlq: null,
-    masker,
-    ipPrefixer,
-    vault,
-    pipeline: new LoginPipeline(db.sql, masker, vault, ipPrefixer),
-    apiKeys: parseApiKeys(options.apiKeys ?? testApiKeys().API_KEYS),
-    cursors: new CursorCodec(keys.mask.active.secret),
-    schemaVersion: await latestMigration(),
+    secrets: { ...keys, apiKeys: parseApiKeys(options.apiKeys ?? testApiKeys().API_KEYS) },
     embedded: { database: !db.server, queue: null, demoApiKey: null },
-    keys,
-    db,
-  }
+  })
+  return { ...services, keys, db }
 }
 
 export function testConfig(env: Record<string, string> = {}): Config {

@@ -7,7 +7,8 @@ import { apiKeyEntry, authenticate, generateApiKey, hashApiKey, parseApiKeys } f
 import { ConfigError } from '../src/config.ts'
 import { encodeAppVersion } from '../src/ingest/app-version.ts'
 import { parseLoginMessage } from '../src/ingest/message.ts'
-import { CursorCodec, parseId } from '../src/logins/cursor.ts'
+import { HttpError } from '../src/http/errors.ts'
+import { CursorCodec, pageCursors, parseId } from '../src/logins/cursor.ts'
 import { canonicalIp } from '../src/pii/ip.ts'
 import { parseKeyring } from '../src/pii/keys.ts'
 import { Masker } from '../src/pii/mask.ts'
@@ -380,6 +381,59 @@ describe('page cursors', () => {
     ]) {
       assert.equal(codec.decode('logins', cursor), null, JSON.stringify(cursor))
     }
+  })
+
+  test('each page kind round-trips its sort key, in the same signed form as before', () => {
+    const secret = randomBytes(32)
+    const cursors = pageCursors(secret)
+    const plain = new CursorCodec(secret)
+    assert.equal(cursors.logins.decode(cursors.logins.encode('42')), 42n)
+    assert.equal(cursors.audit.decode(cursors.audit.encode('7')), 7n)
+    assert.deepEqual(cursors.rejected.decode(cursors.rejected.encode({ id: '9', state: 'pending' })), { before: 9n, state: 'pending' })
+    const key = { count: 3, field: 'ip_network', masked_value: 'p1:19.214.210.0/24' } as const
+    assert.deepEqual(cursors.duplicates.decode(cursors.duplicates.encode(key)), key)
+    // Cursors a running replica issued before stay valid.
+    assert.equal(cursors.logins.encode('42'), plain.encode('logins', ['42']))
+    assert.equal(cursors.rejected.encode({ id: '9', state: 'all' }), plain.encode('rejected', ['9', 'all']))
+    assert.equal(cursors.duplicates.encode(key), plain.encode('duplicates', [3, 'ip_network', 'p1:19.214.210.0/24']))
+  })
+
+  test('a cursor of one kind, or with values its kind does not hold, decodes to null', () => {
+    const secret = randomBytes(32)
+    const cursors = pageCursors(secret)
+    const plain = new CursorCodec(secret)
+    const issued = {
+      logins: cursors.logins.encode('5'),
+      audit: cursors.audit.encode('5'),
+      rejected: cursors.rejected.encode({ id: '5', state: 'resubmitted' }),
+      duplicates: cursors.duplicates.encode({ count: 2, field: 'ip', masked_value: 'k1:x' }),
+    }
+    for (const [kind, codec] of Object.entries(cursors)) {
+      for (const [other, cursor] of Object.entries(issued)) {
+        if (other !== kind) assert.equal(codec.decode(cursor), null, `${other} cursor read as ${kind}`)
+      }
+    }
+    for (const cursor of [plain.encode('logins', ['0']), plain.encode('logins', [5]), plain.encode('logins', [])]) {
+      assert.equal(cursors.logins.decode(cursor), null, cursor)
+    }
+    assert.equal(cursors.rejected.decode(plain.encode('rejected', ['5', 'lost'])), null)
+    assert.equal(cursors.rejected.decode(plain.encode('rejected', ['5'])), null)
+    for (const values of [['2', 'ip', 'k1:x'], [2, 'email', 'k1:x'], [2, 'ip', 7], [2, 'ip']]) {
+      assert.equal(cursors.duplicates.decode(plain.encode('duplicates', values)), null, JSON.stringify(values))
+    }
+  })
+
+  test('read: no cursor is undefined, a foreign or unaccepted one the 400 naming the page', () => {
+    const cursors = pageCursors(randomBytes(32))
+    assert.equal(cursors.logins.read(undefined), undefined)
+    assert.equal(cursors.logins.read(cursors.logins.encode('8')), 8n)
+    const refused = (page: string) => (error: unknown) =>
+      error instanceof HttpError && error.statusCode === 400 && error.message === `querystring/cursor is not a cursor this API issued for ${page}`
+    assert.throws(() => cursors.logins.read(cursors.audit.encode('8')), refused('/logins'))
+    assert.throws(() => cursors.duplicates.read('x.y'), refused('/logins/duplicates'))
+    const pending = cursors.rejected.encode({ id: '8', state: 'pending' })
+    assert.deepEqual(cursors.rejected.read(pending, (after) => after.state === 'pending'), { before: 8n, state: 'pending' })
+    assert.throws(() => cursors.rejected.read(pending, (after) => after.state === 'all'), refused('/rejected with this state'))
   })
 
   test('parseId accepts positive bigint ids only', () => {

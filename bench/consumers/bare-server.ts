@@ -9,8 +9,8 @@ import { createHash, timingSafeEqual } from 'node:crypto'
 import { createServer, type ServerResponse } from 'node:http'
 import { createSql } from '../../src/db/sql.ts'
 import { encodeAppVersion } from '../../src/ingest/app-version.ts'
-import { CursorCodec, parseId } from '../../src/logins/cursor.ts'
-import { listDuplicates, listLogins, type DuplicateField, type LoginQuery } from '../../src/logins/store.ts'
+import { pageCursors } from '../../src/logins/cursor.ts'
+import { listDuplicates, listLogins, type LoginQuery } from '../../src/logins/store.ts'
 import { parseKeyring } from '../../src/pii/keys.ts'
 
 const env = (name: string): string => {
@@ -22,7 +22,7 @@ const env = (name: string): string => {
 // The same pool as the service: DATABASE_POOL_MAX and statement timeout defaults.
 const sql = createSql({ url: env('DATABASE_URL'), max: 10, statementTimeoutMs: 30_000, applicationName: 'login-ingest-bare' })
 const keyHash = Buffer.from(env('API_KEY_SHA256'), 'hex')
-const cursors = new CursorCodec(parseKeyring('MASK_KEYS', env('MASK_KEYS')).active.secret)
+const cursors = pageCursors(parseKeyring('MASK_KEYS', env('MASK_KEYS')).active.secret)
 
 const send = (res: ServerResponse, status: number, body: unknown): void => {
   const text = JSON.stringify(body)
@@ -52,23 +52,23 @@ const server = createServer((req, res) => {
         const value = params.get(name)
         if (value !== null) query[name] = encodeAppVersion(value) ?? 0
       }
-      if (cursor !== null) query.before = parseId(cursors.decode('logins', cursor)?.[0]) ?? 0n
+      if (cursor !== null) query.before = cursors.logins.decode(cursor) ?? 0n
       const page = await listLogins(sql, query)
-      return send(res, 200, { items: page.items, next: page.lastId === null ? null : cursors.encode('logins', [page.lastId]) })
+      return send(res, 200, { items: page.items, next: page.lastId === null ? null : cursors.logins.encode(page.lastId) })
     }
     if (url.pathname === '/logins/duplicates') {
       const field = params.get('field') ?? 'all'
       const fields: ('ip' | 'device_id')[] = field === 'all' ? ['device_id', 'ip'] : [field as 'ip' | 'device_id']
-      const [count, cursorField, maskedValue] = cursor === null ? [] : (cursors.decode('duplicates', cursor) ?? [])
+      const after = cursor === null ? null : cursors.duplicates.decode(cursor)
       const rows = await listDuplicates(sql, {
         fields,
         minCount: Number(params.get('min_count') ?? 2),
         limit,
-        ...(cursor === null ? {} : { after: { count: count as number, field: cursorField as DuplicateField, masked_value: maskedValue as string } }),
+        ...(after === null ? {} : { after }),
       })
       const items = rows.slice(0, limit)
       const last = items.at(-1)
-      return send(res, 200, { items, next: rows.length > limit && last ? cursors.encode('duplicates', [last.count, last.field, last.masked_value]) : null })
+      return send(res, 200, { items, next: rows.length > limit && last ? cursors.duplicates.encode(last) : null })
     }
     send(res, 404, { statusCode: 404, error: 'Not Found' })
   })().catch(() => send(res, 500, { statusCode: 500, error: 'Internal Server Error' }))

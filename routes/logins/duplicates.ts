@@ -1,18 +1,19 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { Sql } from 'postgres'
 import { Type } from 'typebox'
-import { listDuplicates, type DuplicateField, type DuplicateQuery } from '../../src/logins/store.ts'
+import { sendError } from '../../src/http/errors.ts'
+import { listDuplicates, type DuplicateQuery } from '../../src/logins/store.ts'
 import { duplicatesPending, refreshDuplicates } from '../../src/logins/summary.ts'
 import { NETWORK_BITS } from '../../src/pii/ip-prefix.ts'
-import { Cursor, Limit, authErrors, badRequest } from '../../src/schemas/common.ts'
+import { Cursor, Limit, NextCursor, Nullable, authErrors } from '../../src/schemas/common.ts'
 
 const Duplicate = Type.Object({
   field: Type.Union([Type.Literal('ip'), Type.Literal('device_id'), Type.Literal('ip_network')]),
   masked_value: Type.String({ description: 'the mask; for ip_network, <key id>:<network of pseudonyms>/<bits>, usable as GET /logins?ip_network=' }),
   count: Type.Integer({ description: 'rows with this masked value' }),
   users: Type.Integer({ description: 'distinct user_id among them' }),
-  first_seen: Type.Union([Type.String({ format: 'date' }), Type.Null()], { description: 'earliest create_date among them (null when none has one)' }),
-  last_seen: Type.Union([Type.String({ format: 'date' }), Type.Null()], { description: 'latest create_date among them' }),
+  first_seen: Nullable(Type.String({ format: 'date' }), { description: 'earliest create_date among them (null when none has one)' }),
+  last_seen: Nullable(Type.String({ format: 'date' }), { description: 'latest create_date among them' }),
 })
 
 /** What is pending is folded before a read (one transaction, usually a batch or two of logins). */
@@ -53,7 +54,7 @@ const duplicates: FastifyPluginAsyncTypebox = async (app) => {
         { additionalProperties: false },
       ),
       response: {
-        200: Type.Object({ items: Type.Array(Duplicate), next: Type.Union([Type.String(), Type.Null()]) }),
+        200: Type.Object({ items: Type.Array(Duplicate), next: NextCursor }),
         ...authErrors,
       },
     },
@@ -63,30 +64,22 @@ const duplicates: FastifyPluginAsyncTypebox = async (app) => {
     let networks: DuplicateQuery['networks']
     if (field === 'ip_network') {
       const prefixer = app.services.ipPrefixer
-      if (prefixer === null) return reply.code(400).send(badRequest('querystring/field ip_network needs IP_PREFIX_KEYS, which this service is not configured with'))
+      if (prefixer === null) return sendError(reply, 400, 'querystring/field ip_network needs IP_PREFIX_KEYS, which this service is not configured with')
       const length = bits ?? 24
       const ipFamily = family ?? (length <= 32 ? 4 : 6)
       const range = NETWORK_BITS[ipFamily]
       if (length < range.min || length > range.max) {
-        return reply.code(400).send(badRequest(`querystring/bits must be from ${range.min} to ${range.max} for IPv${ipFamily} networks`))
+        return sendError(reply, 400, `querystring/bits must be from ${range.min} to ${range.max} for IPv${ipFamily} networks`)
       }
       networks = { keyId: prefixer.keyId, family: ipFamily, bits: length }
     }
-    let after
-    if (cursor !== undefined) {
-      const values = app.cursors.decode('duplicates', cursor)
-      const [count, cursorField, maskedValue] = values ?? []
-      if (typeof count !== 'number' || (cursorField !== 'ip' && cursorField !== 'device_id' && cursorField !== 'ip_network') || typeof maskedValue !== 'string') {
-        return reply.code(400).send(badRequest('querystring/cursor is not a cursor this API issued for /logins/duplicates'))
-      }
-      after = { count, field: cursorField as DuplicateField, masked_value: maskedValue }
-    }
+    const after = app.services.cursors.duplicates.read(cursor)
     // Catch the summary up first, boundedly: exact when the backlog is small, the worker's refresher does the rest.
     if (fields.length > 0) await app.dbRead(catchUp(app.services.sql))
     const rows = await app.dbRead(listDuplicates(app.services.sql, { fields, minCount: min_count, limit, ...(networks ? { networks } : {}), ...(after ? { after } : {}) }))
     const items = rows.slice(0, limit)
     const last = items.at(-1)
-    const next = rows.length > limit && last ? app.cursors.encode('duplicates', [last.count, last.field, last.masked_value]) : null
+    const next = rows.length > limit && last ? app.services.cursors.duplicates.encode(last) : null
     return { items, next }
   })
 }

@@ -1,10 +1,10 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
+import { sendError } from '../../src/http/errors.ts'
 import { encodeAppVersion } from '../../src/ingest/app-version.ts'
-import { parseId } from '../../src/logins/cursor.ts'
 import { listLogins } from '../../src/logins/store.ts'
 import { parsePseudonymNetwork } from '../../src/pii/ip-prefix.ts'
-import { Cursor, Limit, authErrors, badRequest } from '../../src/schemas/common.ts'
+import { Cursor, Limit, authErrors } from '../../src/schemas/common.ts'
 
 const Version = (description: string) => Type.String({ maxLength: 64, description, examples: ['2.3.0'] })
 
@@ -48,32 +48,26 @@ const logins: FastifyPluginAsyncTypebox = async (app) => {
     },
   }, async (request, reply) => {
     const { limit, cursor, version_min, version_max, ip_network, ...filters } = request.query
-    let before: bigint | undefined
-    if (cursor !== undefined) {
-      const values = app.cursors.decode('logins', cursor)
-      const id = parseId(values?.[0])
-      if (id === null) return reply.code(400).send(badRequest('querystring/cursor is not a cursor this API issued for /logins'))
-      before = id
-    }
+    const before = app.services.cursors.logins.read(cursor)
     const versions: { version_min?: number; version_max?: number } = {}
     for (const [name, text] of [['version_min', version_min], ['version_max', version_max]] as const) {
       if (text === undefined) continue
       const encoded = encodeAppVersion(text)
-      if (encoded === null) return reply.code(400).send(badRequest(`querystring/${name} must be a dotted version such as 2.3.0 (parts 0-999)`))
+      if (encoded === null) return sendError(reply, 400, `querystring/${name} must be a dotted version such as 2.3.0 (parts 0-999)`)
       versions[name] = encoded
     }
     let network: { keyId: string; first: string; last: string } | undefined
     if (ip_network !== undefined) {
       const prefixer = app.services.ipPrefixer
-      if (prefixer === null) return reply.code(400).send(badRequest('querystring/ip_network needs IP_PREFIX_KEYS, which this service is not configured with'))
+      if (prefixer === null) return sendError(reply, 400, 'querystring/ip_network needs IP_PREFIX_KEYS, which this service is not configured with')
       const parsed = parsePseudonymNetwork(ip_network, prefixer)
-      if (typeof parsed === 'string') return reply.code(400).send(badRequest(`querystring/ip_network ${parsed}`))
+      if (typeof parsed === 'string') return sendError(reply, 400, `querystring/ip_network ${parsed}`)
       network = { keyId: parsed.keyId, first: parsed.first, last: parsed.last }
     }
     const page = await app.dbRead(listLogins(app.services.sql, {
       limit, ...filters, ...versions, ...(before === undefined ? {} : { before }), ...(network === undefined ? {} : { ip_network: network }),
     }))
-    return { items: page.items, next: page.lastId === null ? null : app.cursors.encode('logins', [page.lastId]) }
+    return { items: page.items, next: page.lastId === null ? null : app.services.cursors.logins.encode(page.lastId) }
   })
 }
 

@@ -1,8 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
 import { pageRejected } from '../../src/ingest/rejected.ts'
-import { parseId } from '../../src/logins/cursor.ts'
-import { Cursor, Limit, authErrors, badRequest } from '../../src/schemas/common.ts'
+import { Cursor, Limit, NextCursor, Nullable, authErrors } from '../../src/schemas/common.ts'
 
 const Timestamp = Type.String({ format: 'date-time' })
 
@@ -10,9 +9,9 @@ const RejectedRecord = Type.Object({
   id: Type.String({ description: 'rejection id (for POST /rejected/resubmit)' }),
   message_id: Type.String({ description: 'SQS message id of the rejected message' }),
   reason: Type.String({ description: 'the field and the rule it broke, never the value' }),
-  receive_count: Type.Union([Type.Integer(), Type.Null()], { description: 'SQS receive count when it was rejected' }),
+  receive_count: Nullable(Type.Integer(), { description: 'SQS receive count when it was rejected' }),
   rejected_at: Timestamp,
-  resubmitted_at: Type.Union([Timestamp, Type.Null()], { description: 'when it was sent back to the queue; null while pending' }),
+  resubmitted_at: Nullable(Timestamp, { description: 'when it was sent back to the queue; null while pending' }),
 })
 
 const rejected: FastifyPluginAsyncTypebox = async (app) => {
@@ -37,20 +36,13 @@ const rejected: FastifyPluginAsyncTypebox = async (app) => {
         },
         { additionalProperties: false },
       ),
-      response: { 200: Type.Object({ items: Type.Array(RejectedRecord), next: Type.Union([Type.String(), Type.Null()]) }), ...authErrors },
+      response: { 200: Type.Object({ items: Type.Array(RejectedRecord), next: NextCursor }), ...authErrors },
     },
-  }, async (request, reply) => {
+  }, async (request) => {
     const { limit, cursor, state } = request.query
-    let before: bigint | undefined
-    if (cursor !== undefined) {
-      // The state is in the cursor: a page of another state would skip or repeat rows.
-      const [id, cursorState] = app.cursors.decode('rejected', cursor) ?? []
-      const parsed = parseId(id)
-      if (parsed === null || cursorState !== state) return reply.code(400).send(badRequest('querystring/cursor is not a cursor this API issued for /rejected with this state'))
-      before = parsed
-    }
+    const before = app.services.cursors.rejected.read(cursor, (after) => after.state === state)?.before
     const page = await app.dbRead(pageRejected(app.services.sql, { limit, state, ...(before === undefined ? {} : { before }) }))
-    return { items: page.items, next: page.lastId === null ? null : app.cursors.encode('rejected', [page.lastId, state]) }
+    return { items: page.items, next: page.lastId === null ? null : app.services.cursors.rejected.encode({ id: page.lastId, state }) }
   })
 }
 

@@ -1,10 +1,11 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
 import { REASON_HEADER, audited, auditSuccess, type AuditTarget } from '../../src/audit/hooks.ts'
-import { isUnavailableError } from '../../src/ingest/errors.ts'
+import { isUnavailableError } from '../../src/db/errors.ts'
+import { sendError } from '../../src/http/errors.ts'
 import { ResubmitFailedError, resubmitRejected } from '../../src/ingest/rejected.ts'
 import { parseId } from '../../src/logins/cursor.ts'
-import { authErrors, badRequest } from '../../src/schemas/common.ts'
+import { authErrors } from '../../src/schemas/common.ts'
 
 const AUDIT: AuditTarget = {
   action: 'rejected.resubmit',
@@ -59,7 +60,7 @@ const resubmit: FastifyPluginAsyncTypebox = async (app) => {
     },
   }, async (request, reply) => {
     const ids = request.body.ids?.map((text) => parseId(text))
-    if (ids?.some((id) => id === null)) return reply.code(400).send(badRequest('body/ids must be rejection ids'))
+    if (ids?.some((id) => id === null)) return sendError(reply, 400, 'body/ids must be rejection ids')
     // Audited before anything is decrypted or sent: no audit row, no resubmission.
     await auditSuccess(app.services.sql, request, 200, AUDIT)
     try {
@@ -74,11 +75,7 @@ const resubmit: FastifyPluginAsyncTypebox = async (app) => {
       // A second audit row records the failure; what was sent before is marked and stays so.
       request.audited = false
       const dependency = isUnavailableError(error.cause) ? 'database' : 'queue or the database'
-      return reply.code(503).send({
-        statusCode: 503,
-        error: 'Service Unavailable',
-        message: `the ${dependency} failed; resubmitted before the failure: ${error.partial.resubmitted} (they are marked and will not be sent again)`,
-      })
+      return sendError(reply, 503, `the ${dependency} failed; resubmitted before the failure: ${error.partial.resubmitted} (they are marked and will not be sent again)`)
     }
   })
 }

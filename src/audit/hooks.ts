@@ -1,8 +1,8 @@
 import type { FastifyReply, FastifyRequest, onSendAsyncHookHandler, preValidationAsyncHookHandler } from 'fastify'
 import type { Sql, TransactionSql } from 'postgres'
-import { describeError } from '../ingest/errors.ts'
+import { describeError } from '../db/errors.ts'
+import { sendError } from '../http/errors.ts'
 import { hasUndecodablePath } from '../http/url.ts'
-import { badRequest } from '../schemas/common.ts'
 import { writeAudit, type AuditAction, type AuditEntry } from './store.ts'
 
 declare module 'fastify' {
@@ -105,14 +105,11 @@ export function audited(spec: AuditTarget): { preValidation: preValidationAsyncH
   }
   const preValidation = async (request: FastifyRequest, reply: FastifyReply) => {
     const reason = accessReason(request)
-    if (!reason.utf8) return reply.code(400).send(badRequest(`headers/${REASON_HEADER} must be UTF-8 text`))
+    if (!reason.utf8) return sendError(reply, 400, `headers/${REASON_HEADER} must be UTF-8 text`)
     if (reason.text !== null) request.headers[REASON_HEADER] = reason.text
   }
   return { preValidation, onSend: Object.assign(onSend, { [AUDIT_ACTION]: spec.action }) }
 }
 
-export const auditUnavailable = {
-  statusCode: 503,
-  error: 'Service Unavailable',
-  message: 'the audit log could not be written, so the call was not carried out; try again later',
-}
+/** The 503 message of an audited call whose audit row could not be written. */
+export const AUDIT_UNAVAILABLE = 'the audit log could not be written, so the call was not carried out; try again later'

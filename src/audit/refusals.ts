@@ -1,7 +1,7 @@
 import type { FastifyBaseLogger } from 'fastify'
 import type { Sql } from 'postgres'
 import { withDeadline } from '../db/deadline.ts'
-import { describeError } from '../ingest/errors.ts'
+import { describeError } from '../db/errors.ts'
 import { writeAudit, type AuditEntry } from './store.ts'
 
 export interface RefusalAuditOptions {

@@ -1,5 +1,5 @@
 import type { FastifyBaseLogger } from 'fastify'
-import { describeError } from './errors.ts'
+import { describeError } from '../db/errors.ts'
 import type { LoginPipeline, StoreCounts, StoreResult } from './pipeline.ts'
 import type { LoginQueue, QueueMessage } from './queue.ts'
 

@@ -1,5 +1,5 @@
 import type { FastifyBaseLogger } from 'fastify'
-import { describeError } from './errors.ts'
+import { describeError } from '../db/errors.ts'
 import type { BatchReport } from './worker.ts'
 
 /** What ingestion did since the last progress line. */

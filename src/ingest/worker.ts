@@ -1,7 +1,7 @@
 import type { FastifyBaseLogger } from 'fastify'
 import type { Sql } from 'postgres'
 import { BatchStore, DependencyError, type BatchReport, type Dependency } from './batches.ts'
-import { describeError } from './errors.ts'
+import { describeError } from '../db/errors.ts'
 import type { LoginPipeline } from './pipeline.ts'
 import type { LoginQueue, QueueMessage } from './queue.ts'
 

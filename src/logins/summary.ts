@@ -1,6 +1,6 @@
 import type { FastifyBaseLogger } from 'fastify'
 import type { Sql } from 'postgres'
-import { describeError } from '../ingest/errors.ts'
+import { describeError } from '../db/errors.ts'
 
 /**
  * Folds every committed pending change of user_logins into the duplicates summary (migrations

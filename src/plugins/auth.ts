@@ -2,6 +2,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest, onRequestAsyncHookH
 import fp from 'fastify-plugin'
 import { authenticate, type ApiKey, type Scope } from '../auth/api-keys.ts'
 import { AUDIT_ACTION } from '../audit/hooks.ts'
+import { sendError } from '../http/errors.ts'
 import { authErrors } from '../schemas/common.ts'
 
 declare module 'fastify' {
@@ -46,18 +47,14 @@ export default fp(
         const counted = await failures(request)
         if (!counted.isAllowed && counted.isExceeded) {
           reply.header('retry-after', counted.ttlInSeconds)
-          return reply.code(429).send({
-            statusCode: 429,
-            error: 'Too Many Requests',
-            message: `too many failed authentications from this address; retry in ${counted.ttlInSeconds} s`,
-          })
+          return sendError(reply, 429, `too many failed authentications from this address; retry in ${counted.ttlInSeconds} s`)
         }
         reply.header('www-authenticate', 'Bearer')
-        return reply.code(401).send({ statusCode: 401, error: 'Unauthorized', message: token === null ? 'missing bearer API key' : 'unknown API key' })
+        return sendError(reply, 401, token === null ? 'missing bearer API key' : 'unknown API key')
       }
       request.apiKey = key
       if (!key.scopes.has(scope)) {
-        return reply.code(403).send({ statusCode: 403, error: 'Forbidden', message: `API key ${key.name} lacks the scope ${scope}` })
+        return sendError(reply, 403, `API key ${key.name} lacks the scope ${scope}`)
       }
     }, { [REQUIRED_SCOPE]: scope }))
 

@@ -1,7 +1,7 @@
 import type { FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
+import { sendError } from '../http/errors.ts'
 import { hasUndecodablePath } from '../http/url.ts'
-import { badRequest } from '../schemas/common.ts'
 
 interface ParameterSchema {
   type?: string
@@ -19,7 +19,7 @@ const DECIMAL = /^[0-9]+$/
 export default fp(
   async function inputPlugin(app: FastifyInstance) {
     app.addHook('preValidation', async (request, reply) => {
-      if (hasUndecodablePath(request.raw)) return reply.code(400).send(badRequest('the path is not valid percent-encoded UTF-8'))
+      if (hasUndecodablePath(request.raw)) return sendError(reply, 400, 'the path is not valid percent-encoded UTF-8')
       const schema = request.routeOptions.schema?.querystring as { properties?: Record<string, ParameterSchema> } | undefined
       const query = request.query as Record<string, unknown> | undefined
       if (schema?.properties === undefined || query === undefined || query === null) return
@@ -28,7 +28,7 @@ export default fp(
         const value = query[name]
         if (value === undefined) continue
         if (![value].flat().every((v) => typeof v === 'string' && DECIMAL.test(v))) {
-          return reply.code(400).send(badRequest(`querystring/${name.slice(0, 64)} must be an integer written in decimal digits`))
+          return sendError(reply, 400, `querystring/${name.slice(0, 64)} must be an integer written in decimal digits`)
         }
       }
     })

@@ -1,6 +1,6 @@
 import type { FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
-import { describeError } from '../ingest/errors.ts'
+import { describeError } from '../db/errors.ts'
 import { ProgressLog } from '../ingest/progress.ts'
 import { SummaryRefresher } from '../logins/summary.ts'
 import { IngestWorker, type WorkerOptions } from '../ingest/worker.ts'

@@ -1,4 +1,4 @@
-import { Type } from 'typebox'
+import { Type, type Static, type TSchema } from 'typebox'
 
 /** Every error the API answers with: the HTTP status, its name and a message a caller can act on. */
 export const ErrorResponse = Type.Object(
@@ -29,4 +29,13 @@ export const Limit = Type.Integer({ minimum: 1, maximum: 1000, default: 100, des
 /** The `next` value of the previous page. */
 export const Cursor = Type.String({ minLength: 1, maxLength: 1000, description: 'the `next` value of the previous page (opaque, signed)' })
 
-export const badRequest = (message: string) => ({ statusCode: 400, error: 'Bad Request', message })
+/**
+ * A value or null in a response, as one schema with `type: [T, 'null']` (the document says `nullable: true`).
+ * `Union([T, Null])` became `anyOf`, which fast-json-stringify serializes by validating every
+ * value against each branch (formats included) on every page.
+ */
+export const Nullable = <T extends TSchema>(schema: T, options: { description?: string } = {}) =>
+  Type.Unsafe<Static<T> | null>({ ...schema, ...options, type: [(schema as unknown as { type: string }).type, 'null'] })
+
+/** The `next` of every page. */
+export const NextCursor = Nullable(Type.String(), { description: 'cursor of the next page; null on the last page' })

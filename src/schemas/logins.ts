@@ -1,12 +1,5 @@
-import { Type, type Static, type TSchema } from 'typebox'
-
-/**
- * A value or null, as one schema with `type: [T, 'null']` (the document says `nullable: true`).
- * `Union([T, Null])` became `anyOf`, which fast-json-stringify serializes by validating every
- * value against each branch (formats included) on every page.
- */
-const Nullable = <T extends TSchema>(schema: T, options: { description?: string } = {}) =>
-  Type.Unsafe<Static<T> | null>({ ...schema, ...options, type: [(schema as unknown as { type: string }).type, 'null'] })
+import { Type, type Static } from 'typebox'
+import { NextCursor, Nullable } from './common.ts'
 
 /** A login as the API shows it: masked values only, never the originals. */
 export const Login = Type.Object(
@@ -34,7 +27,7 @@ export type Login = Static<typeof Login>
 export const LoginPage = Type.Object(
   {
     items: Type.Array(Type.Ref('Login')),
-    next: Nullable(Type.String(), { description: 'cursor of the next page; null on the last page' }),
+    next: NextCursor,
   },
   { $id: 'LoginPage' },
 )

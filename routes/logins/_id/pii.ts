@@ -1,10 +1,11 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
-import { REASON_HEADER, audited, auditSuccess, auditUnavailable, type AuditTarget } from '../../../src/audit/hooks.ts'
-import { describeError } from '../../../src/ingest/errors.ts'
+import { AUDIT_UNAVAILABLE, REASON_HEADER, audited, auditSuccess, type AuditTarget } from '../../../src/audit/hooks.ts'
+import { describeError } from '../../../src/db/errors.ts'
 import { parseId } from '../../../src/logins/cursor.ts'
 import { readOriginals } from '../../../src/logins/store.ts'
-import { authErrors, badRequest, errorRef } from '../../../src/schemas/common.ts'
+import { sendError } from '../../../src/http/errors.ts'
+import { authErrors, errorRef } from '../../../src/schemas/common.ts'
 
 const AUDIT: AuditTarget = {
   action: 'pii.read',
@@ -40,22 +41,18 @@ const pii: FastifyPluginAsyncTypebox = async (app) => {
   }, async (request, reply) => {
     reply.header('cache-control', 'no-store')
     const id = parseId(request.params.id)
-    if (id === null) return reply.code(400).send(badRequest('params/id must be a row id between 1 and 2^63-1'))
+    if (id === null) return sendError(reply, 400, 'params/id must be a row id between 1 and 2^63-1')
     const found = await app.dbRead(readOriginals(app.services.sql, app.services.vault, id))
     const status = found.status === 'found' ? 200 : found.status === 'erased' ? 410 : 404
     try {
       await auditSuccess(app.services.sql, request, status, AUDIT)
     } catch (error) {
       request.log.error({ err: describeError(error) }, 'audit write failed; PII withheld')
-      return reply.code(503).send(auditUnavailable)
+      return sendError(reply, 503, AUDIT_UNAVAILABLE)
     }
     if (found.status === 'found') return { id: id.toString(), ip: found.ip, device_id: found.device_id }
-    if (found.status === 'erased') return reply.code(410).send({ statusCode: 410, error: 'Gone', message: `the originals of row ${id} were erased or expired` })
-    return reply.code(404).send({
-      statusCode: 404,
-      error: 'Not Found',
-      message: found.status === 'no-row' ? `no login with id ${id}` : `row ${id} has no stored originals (it predates the service)`,
-    })
+    if (found.status === 'erased') return sendError(reply, 410, `the originals of row ${id} were erased or expired`)
+    return sendError(reply, 404, found.status === 'no-row' ? `no login with id ${id}` : `row ${id} has no stored originals (it predates the service)`)
   })
 }
 

@@ -1,7 +1,8 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
 import { REASON_HEADER, audited, auditSuccess, type AuditTarget } from '../../../src/audit/hooks.ts'
-import { describeError } from '../../../src/ingest/errors.ts'
+import { describeError } from '../../../src/db/errors.ts'
+import { sendError } from '../../../src/http/errors.ts'
 import { eraseUserPii } from '../../../src/pii/erasure.ts'
 import { authErrors } from '../../../src/schemas/common.ts'
 
@@ -54,7 +55,7 @@ const erase: FastifyPluginAsyncTypebox = async (app) => {
       // The audit row and the erasure commit together: neither happened. The refusal hook audits the 503.
       request.audited = false
       request.log.error({ err: describeError(error) }, 'erasure failed; nothing was erased')
-      return reply.code(503).send({ statusCode: 503, error: 'Service Unavailable', message: 'the erasure could not be carried out (nothing was erased); try again later' })
+      return sendError(reply, 503, 'the erasure could not be carried out (nothing was erased); try again later')
     }
     request.log.info({ data_keys_destroyed: report.data_keys_destroyed, originals_erased: report.originals_erased, rows_deleted: report.rows_deleted }, 'user PII erased')
     return report
