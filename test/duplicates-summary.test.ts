@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import type { Sql } from 'postgres'
-import { refreshDuplicates } from '../src/logins/summary.ts'
+import { READ_FOLD_LIMIT, duplicatesPending, refreshDuplicates } from '../src/logins/summary.ts'
 import { eraseUserPii, applyRetention } from '../src/pii/erasure.ts'
 import { Masker } from '../src/pii/mask.ts'
 import { rotateMaskKey } from '../src/pii/rotation.ts'
-import { SERVER_URL as serverUrl, randomKeyring, testDatabase, testKeys, testQueue, testServices } from './helper.ts'
+import { SERVER_URL as serverUrl, build, randomKeyring, testDatabase, testKeys, testQueue, testServices } from './helper.ts'
 import { loginRecord } from './ingest-helpers.ts'
 import { ingestMessages, queueMessage, type LoginBody } from './routes-helpers.ts'
 
@@ -157,4 +157,25 @@ test('duplicates summary: a value entering while its next login commits mid-fold
     WHERE d.field = 'device_id' AND d.masked_value = (SELECT masked_device_id FROM user_logins WHERE masked_ip IS NOT NULL GROUP BY 1 HAVING count(*) = 3)`
   assert.deepEqual(device, { logins: 3, users: 1 }, 'three logins, not four: the one committed mid-fold is counted when its own pending row is folded')
   assert.deepEqual(await summary(services.sql), await truth(services.sql))
+})
+
+test('GET /logins/duplicates: a backlog above READ_FOLD_LIMIT is not folded by the read (it answers from the last fold) but set to fold in the background', async (t) => {
+  const { app, services, tokens } = await build(t, { env: { DUPLICATES_REFRESH_MS: '100' } })
+  // A bulk insert outside ingestion (the trigger queues every row): one more than a read folds.
+  await services.sql`
+    INSERT INTO user_logins (message_id, user_id, device_type, masked_ip, masked_device_id, create_date, mask_key_id)
+    SELECT 'bulk-' || i, 'u-' || (i % 7), 'ios', 'k1:ip-' || (i % 3), 'k1:dev-' || i, DATE '2026-05-01', 'k1'
+    FROM generate_series(1, ${READ_FOLD_LIMIT + 1}) AS i`
+  const read = async () => {
+    const response = await app.inject({ url: '/logins/duplicates?field=ip', headers: { authorization: `Bearer ${tokens['logins:read']}` } })
+    assert.equal(response.statusCode, 200)
+    return response.json<{ items: Entry[] }>().items
+  }
+  assert.deepEqual(await read(), [], 'the last fold (none yet): the read did not fold the backlog itself')
+  for (let i = 0; (await duplicatesPending(services.sql)) > 0; i++) {
+    assert.ok(i < 400, 'the background fold never took the backlog')
+    await new Promise((resolve) => setTimeout(resolve, 50))
+  }
+  const items = await read()
+  assert.deepEqual(items.map((e) => [e.masked_value, e.count, e.users]), [['k1:ip-1', 3334, 7], ['k1:ip-2', 3334, 7], ['k1:ip-0', 3333, 7]])
 })

@@ -8,7 +8,7 @@ import { refreshDuplicates } from '../../src/logins/summary.ts'
 import { Masker } from '../../src/pii/mask.ts'
 import { Vault, keyringProvider } from '../../src/pii/vault.ts'
 import { round, type Context } from '../lib/context.ts'
-import { resetTables } from '../lib/db.ts'
+import { rebuildSummary, resetTables } from '../lib/db.ts'
 import { messageSource } from '../lib/messages.ts'
 
 export interface ScalePoint {
@@ -77,28 +77,7 @@ async function grow(ctx: Context, masker: Masker, from: number, to: number): Pro
   } finally {
     await sql`ALTER TABLE user_logins ENABLE TRIGGER user_logins_summary_insert`
   }
-  await sql.begin(async (tx) => {
-    await tx`SET LOCAL work_mem = '256MB'`
-    await tx`TRUNCATE login_duplicate_pairs, login_duplicates, login_summary_pending`
-    await tx`
-      INSERT INTO login_duplicate_pairs (field, masked_value, user_id, logins)
-        SELECT 'ip', masked_ip, user_id, count(*) FROM user_logins WHERE masked_ip IS NOT NULL GROUP BY 2, 3
-        UNION ALL
-        SELECT 'device_id', masked_device_id, user_id, count(*) FROM user_logins WHERE masked_device_id IS NOT NULL GROUP BY 2, 3`
-    await tx`
-      INSERT INTO login_duplicates (field, masked_value, logins, users, first_seen, last_seen)
-        SELECT field, masked_value, sum(logins), count(user_id), NULL::date, NULL::date FROM login_duplicate_pairs GROUP BY 1, 2 HAVING sum(logins) >= 2`
-    // The summary holds values seen at least twice, and their pairs only (migration 010).
-    await tx`
-      DELETE FROM login_duplicate_pairs p
-      WHERE NOT EXISTS (SELECT 1 FROM login_duplicates d WHERE d.field = p.field AND d.masked_value = p.masked_value)`
-    await tx`
-      UPDATE login_duplicates d SET first_seen = m.f, last_seen = m.l FROM (
-        SELECT 'ip' AS field, masked_ip AS v, min(create_date) AS f, max(create_date) AS l FROM user_logins WHERE masked_ip IS NOT NULL GROUP BY 2
-        UNION ALL
-        SELECT 'device_id', masked_device_id, min(create_date), max(create_date) FROM user_logins WHERE masked_device_id IS NOT NULL GROUP BY 2) m
-      WHERE d.field = m.field AND d.masked_value = m.v AND d.logins >= 2`
-  })
+  await rebuildSummary(sql)
   await sql`VACUUM ANALYZE user_logins`
   await sql`VACUUM ANALYZE login_duplicates`
   await sql`VACUUM ANALYZE login_duplicate_pairs`

@@ -3,7 +3,7 @@ import type { Sql } from 'postgres'
 import { Type } from 'typebox'
 import { sendError } from '../../src/http/errors.ts'
 import { listDuplicates, type DuplicateQuery } from '../../src/logins/store.ts'
-import { duplicatesPending, refreshDuplicates } from '../../src/logins/summary.ts'
+import { READ_FOLD_LIMIT, type SummaryRefresher, duplicatesPending, refreshDuplicates } from '../../src/logins/summary.ts'
 import { NETWORK_BITS } from '../../src/pii/ip-prefix.ts'
 import { Cursor, Limit, NextCursor, Nullable, authErrors } from '../../src/schemas/common.ts'
 
@@ -16,9 +16,16 @@ const Duplicate = Type.Object({
   last_seen: Nullable(Type.String({ format: 'date' }), { description: 'latest create_date among them' }),
 })
 
-/** What is pending is folded before a read (one transaction, usually a batch or two of logins). */
-async function catchUp(sql: Sql): Promise<void> {
-  if (await duplicatesPending(sql)) await refreshDuplicates(sql, { wait: true })
+/**
+ * What is pending is folded before a read when it is at most READ_FOLD_LIMIT changes (about a
+ * second of ingestion); a larger backlog (a bulk load, a rotation's switch) is the worker's to
+ * fold, and the report is as of the last fold until then.
+ */
+async function catchUp(sql: Sql, background: SummaryRefresher | undefined): Promise<void> {
+  const pending = await duplicatesPending(sql)
+  if (pending === 0) return
+  if (pending <= READ_FOLD_LIMIT) await refreshDuplicates(sql, { wait: true })
+  else background?.kick()
 }
 
 const duplicates: FastifyPluginAsyncTypebox = async (app) => {
@@ -75,7 +82,7 @@ const duplicates: FastifyPluginAsyncTypebox = async (app) => {
     }
     const after = app.services.cursors.duplicates.read(cursor)
     // Catch the summary up first, boundedly: exact when the backlog is small, the worker's refresher does the rest.
-    if (fields.length > 0) await app.dbRead(catchUp(app.services.sql))
+    if (fields.length > 0) await app.dbRead(catchUp(app.services.sql, app.hasDecorator('duplicatesSummary') ? app.duplicatesSummary : undefined))
     const rows = await app.dbRead(listDuplicates(app.services.sql, { fields, minCount: min_count, limit, ...(networks ? { networks } : {}), ...(after ? { after } : {}) }))
     const items = rows.slice(0, limit)
     const last = items.at(-1)

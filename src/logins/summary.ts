@@ -11,6 +11,9 @@ import { describeError } from '../db/errors.ts'
  */
 export async function refreshDuplicates(sql: Sql, options: { wait: boolean }): Promise<number> {
   return sql.begin(async (tx) => {
+    // One statement over the whole backlog, however large (a rotation's switch queues two rows
+    // per login): the service's statement timeout would end it and leave the backlog forever.
+    await tx`SET LOCAL statement_timeout = 0`
     if (options.wait) {
       await tx`SELECT pg_advisory_xact_lock(hashtext('login-ingest:duplicates'))`
     } else {
@@ -22,10 +25,13 @@ export async function refreshDuplicates(sql: Sql, options: { wait: boolean }): P
   })
 }
 
-/** Whether changes are waiting to be folded into the summary (a cheap primary-key probe). */
-export async function duplicatesPending(sql: Sql): Promise<boolean> {
-  const [row] = await sql<{ pending: boolean }[]>`SELECT EXISTS (SELECT 1 FROM login_summary_pending) AS pending`
-  return row?.pending === true
+/** A backlog a read folds before it answers: about a second of ingestion, a fraction of a second to fold. */
+export const READ_FOLD_LIMIT = 10_000
+
+/** Pending changes waiting to be folded into the summary, counted up to `limit` + 1 (a short index range). */
+export async function duplicatesPending(sql: Sql, limit = READ_FOLD_LIMIT): Promise<number> {
+  const [row] = await sql<{ n: number }[]>`SELECT count(*)::int AS n FROM (SELECT 1 FROM login_summary_pending LIMIT ${limit + 1}) p`
+  return row?.n ?? 0
 }
 
 /**

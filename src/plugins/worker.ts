@@ -10,6 +10,8 @@ import type { Services } from '../services.ts'
 declare module 'fastify' {
   interface FastifyInstance {
     worker: IngestWorker
+    /** folds the duplicates summary in the background (the worker's, and a read's when the backlog is large) */
+    duplicatesSummary: SummaryRefresher
   }
 }
 
@@ -28,6 +30,7 @@ export default fp(
     const progress = new ProgressLog(app.log.child({ component: 'worker' }), options.progressIntervalMs, () => services.queue.depth())
     worker.onBatch(progress.record)
     const summary = new SummaryRefresher(services.sql, app.log.child({ component: 'duplicates-summary' }), options.duplicatesRefreshMs)
+    app.decorate('duplicatesSummary', summary)
     worker.onBatch((report) => { if (report.inserted > 0) summary.kick() })
     if (options.enabled) {
       app.addHook('onReady', async () => {
