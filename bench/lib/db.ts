@@ -105,4 +105,7 @@ export async function rebuildSummary(sql: Sql): Promise<void> {
         SELECT 'device_id', masked_device_id, min(create_date), max(create_date) FROM user_logins WHERE masked_device_id IS NOT NULL GROUP BY 2) m
       WHERE d.field = m.field AND d.masked_value = m.v AND d.logins >= 2`
   })
+  // The report's plan depends on the summary's statistics (an unanalysed summary is sorted whole).
+  await sql`VACUUM ANALYZE login_duplicates`
+  await sql`VACUUM ANALYZE login_duplicate_pairs`
 }

@@ -79,8 +79,6 @@ async function grow(ctx: Context, masker: Masker, from: number, to: number): Pro
   }
   await rebuildSummary(sql)
   await sql`VACUUM ANALYZE user_logins`
-  await sql`VACUUM ANALYZE login_duplicates`
-  await sql`VACUUM ANALYZE login_duplicate_pairs`
 }
 
 /** Section 8: ingestion, pages and the duplicates report on an empty table and on large ones, side by side. */
