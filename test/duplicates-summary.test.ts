@@ -5,7 +5,7 @@ import { READ_FOLD_LIMIT, duplicatesPending, refreshDuplicates } from '../src/lo
 import { eraseUserPii, applyRetention } from '../src/pii/erasure.ts'
 import { Masker } from '../src/pii/mask.ts'
 import { rotateMaskKey } from '../src/pii/rotation.ts'
-import { SERVER_URL as serverUrl, build, randomKeyring, testDatabase, testKeys, testQueue, testServices } from './helper.ts'
+import { SERVER_URL as serverUrl, build, randomKeyring, testDatabase, waitForLockWait, testKeys, testQueue, testServices } from './helper.ts'
 import { loginRecord } from './ingest-helpers.ts'
 import { ingestMessages, queueMessage, type LoginBody } from './routes-helpers.ts'
 
@@ -140,13 +140,7 @@ test('duplicates summary: a value entering while its next login commits mid-fold
   await blocker`SELECT 1 FROM login_duplicates WHERE field = 'ip' AND masked_value = ${heldIp} FOR UPDATE`
   await ingestMessages(services, [login('10.7.0.1', 'd-new')])
   const fold = refreshDuplicates(services.sql, { wait: true })
-  for (let i = 0; ; i++) {
-    const [waiting] = await services.sql<{ n: number }[]>`
-      SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%login_duplicates_refresh%'`
-    if ((waiting?.n ?? 0) > 0) break
-    assert.ok(i < 200, 'the fold never waited on the held row')
-    await new Promise((resolve) => setTimeout(resolve, 25))
-  }
+  await waitForLockWait(services.sql, 'login_duplicates_refresh', 'the fold on the held row')
   // The device's third login commits while the fold holds its batch, which has the second.
   await ingestMessages(services, [login('10.7.0.3', 'd-new')])
   await blocker`COMMIT`

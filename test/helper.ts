@@ -174,3 +174,18 @@ export async function waitFor(check: () => Promise<boolean> | boolean, timeoutMs
   }
   throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
 }
+
+/**
+ * Resolves once a session of this database waits on a lock in a statement whose text contains
+ * `queryPart` (a test holding a row in another session sees its statement blocked there).
+ */
+export async function waitForLockWait(sql: Sql, queryPart: string, what: string): Promise<void> {
+  for (let i = 0; ; i++) {
+    const [waiting] = await sql<{ n: number }[]>`
+      SELECT count(*)::int AS n FROM pg_stat_activity
+      WHERE datname = current_database() AND wait_event_type = 'Lock' AND strpos(query, ${queryPart}) > 0 AND pid <> pg_backend_pid()`
+    if ((waiting?.n ?? 0) > 0) return
+    if (i >= 200) throw new Error(`${what}: no session waited on a lock within 5 s`)
+    await new Promise((resolve) => setTimeout(resolve, 25))
+  }
+}

@@ -3,7 +3,7 @@ import { test } from 'node:test'
 import type { Sql } from 'postgres'
 import { Vault, keyringProvider } from '../src/pii/vault.ts'
 import { prepareDatabase } from '../src/prepare.ts'
-import { SERVER_URL, testDatabase, testKeys } from './helper.ts'
+import { SERVER_URL, testDatabase, testKeys, waitForLockWait } from './helper.ts'
 
 /*
  * Data keys are created by whichever session stores a (user, month) first. The keys a session
@@ -29,13 +29,7 @@ test('data keys: new ones are usable at once, and a key another session inserted
   const vaultA = new Vault(db.sql, provider)
   await fromB
   const fromA = vaultA.dataKeys([raced, fresh])
-  for (let i = 0; ; i++) {
-    const [waiting] = await db.sql<{ n: number }[]>`
-      SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%pii_data_keys%'`
-    if ((waiting?.n ?? 0) > 0) break
-    assert.ok(i < 200, 'session A never waited on the raced key')
-    await new Promise((resolve) => setTimeout(resolve, 25))
-  }
+  await waitForLockWait(db.sql, 'pii_data_keys', 'session A on the raced key')
   await b`COMMIT`
   const a = await fromA
   const bKeys = await fromB
