@@ -21,11 +21,11 @@ const Duplicate = Type.Object({
  * second of ingestion); a larger backlog (a bulk load, a rotation's switch) is the worker's to
  * fold, and the report is as of the last fold until then.
  */
-async function catchUp(sql: Sql, background: SummaryRefresher | undefined): Promise<void> {
+async function catchUp(sql: Sql, background: SummaryRefresher): Promise<void> {
   const pending = await duplicatesPending(sql)
   if (pending === 0) return
   if (pending <= READ_FOLD_LIMIT) await refreshDuplicates(sql, { wait: true })
-  else background?.kick()
+  else background.kick()
 }
 
 const duplicates: FastifyPluginAsyncTypebox = async (app) => {
@@ -82,7 +82,7 @@ const duplicates: FastifyPluginAsyncTypebox = async (app) => {
     }
     const after = app.services.cursors.duplicates.read(cursor)
     // Catch the summary up first, boundedly: exact when the backlog is small, the worker's refresher does the rest.
-    if (fields.length > 0) await app.dbRead(catchUp(app.services.sql, app.hasDecorator('duplicatesSummary') ? app.duplicatesSummary : undefined))
+    if (fields.length > 0) await app.dbRead(catchUp(app.services.sql, app.duplicatesSummary))
     const rows = await app.dbRead(listDuplicates(app.services.sql, { fields, minCount: min_count, limit, ...(networks ? { networks } : {}), ...(after ? { after } : {}) }))
     const items = rows.slice(0, limit)
     const last = items.at(-1)

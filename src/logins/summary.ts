@@ -28,7 +28,7 @@ export async function refreshDuplicates(sql: Sql, options: { wait: boolean }): P
 /** A backlog a read folds before it answers: about a second of ingestion, a fraction of a second to fold. */
 export const READ_FOLD_LIMIT = 10_000
 
-/** Pending changes waiting to be folded into the summary, counted up to `limit` + 1 (a short index range). */
+/** Pending changes waiting to be folded into the summary, counted up to `limit` + 1 (reads at most that many rows). */
 export async function duplicatesPending(sql: Sql, limit = READ_FOLD_LIMIT): Promise<number> {
   const [row] = await sql<{ n: number }[]>`SELECT count(*)::int AS n FROM (SELECT 1 FROM login_summary_pending LIMIT ${limit + 1}) p`
   return row?.n ?? 0
@@ -89,7 +89,7 @@ export class SummaryRefresher {
       })
   }
 
-  /** Folds what is left (one short transaction), but never holds a shutdown for long. */
+  /** Folds what a pending timer was waiting for, but holds a shutdown at most 2 s for a fold in flight. */
   async stop(): Promise<void> {
     if (this.timer !== null) {
       clearTimeout(this.timer)
