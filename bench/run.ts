@@ -329,7 +329,11 @@ function targets(report: Report): Report['targets'] {
     out.push({ name: `duplicates p99, 10 connections, ${p.rows} rows`, target: '≤ 20 ms', value: `${p.duplicatesP99Ms} ms`, met: p.duplicatesP99Ms <= 20 })
     if (empty) {
       const ratio = round(p.ingestPerSecond / empty.ingestPerSecond, 2)
-      out.push({ name: `ingestion at ${p.rows} rows / empty table`, target: '≥ 0.9', value: String(ratio), met: ratio >= 0.9 })
+      out.push({ name: `ingestion at ${p.rows} rows / empty table (new month)`, target: '≥ 0.9', value: String(ratio), met: ratio >= 0.9 })
+      if (p.ingestFullMonthPerSecond !== null) {
+        const full = round(p.ingestFullMonthPerSecond / empty.ingestPerSecond, 2)
+        out.push({ name: `ingestion at ${p.rows} rows / empty table (into the last loaded month, ${round(p.rows / 12, 0)} rows)`, target: '≥ 0.9', value: String(full), met: full >= 0.9 })
+      }
     }
   }
   const [small, large] = [points[1], points.at(-1)]

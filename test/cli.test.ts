@@ -20,7 +20,7 @@ import { startTcpProxy, targetOf } from './tcp-proxy.ts'
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
 const SAMPLES = join(ROOT, 'fixtures/fetch-sample-logins.json')
-const CLIS = ['send', 'rejected', 'migrate', 'key', 'openapi', 'replay', 'rotate-keys', 'retention'] as const
+const CLIS = ['send', 'rejected', 'migrate', 'key', 'openapi', 'replay', 'rotate-keys', 'retention', 'partitions'] as const
 
 interface Run {
   code: number | null

@@ -52,7 +52,7 @@ while (done < count) {
         VALUES (${message.messageId}, ${login.user_id}, ${login.device_type}, ${masker.maskIp(login.ip)},
                 ${masker.maskDeviceId(login.device_id)}, ${login.locale ?? null}, ${encodeAppVersion(login.app_version)},
                 ${login.app_version}, ${message.sentAt.toISOString().slice(0, 10)}, ${message.sentAt}, ${masker.keyId})
-        ON CONFLICT (message_id) DO NOTHING
+        ON CONFLICT (message_id, create_date) DO NOTHING
         RETURNING id)
       INSERT INTO pii_vault (login_id, data_key_id, ciphertext) SELECT id, ${dataKey.id}, ${ciphertext} FROM login`
   } else {

@@ -69,6 +69,8 @@ export async function fillTable(ctx: Pick<Context, 'db'>, rows: number): Promise
     await tx`ALTER TABLE user_logins DISABLE TRIGGER user_logins_summary_insert`
     await tx`ALTER TABLE user_logins DISABLE TRIGGER user_logins_summary_update`
     for (const { indexname } of indexes) await tx.unsafe(`DROP INDEX ${indexname}`)
+    // The months' partitions (migration 011); ingestion makes them on its own.
+    await tx`SELECT login_partition_ensure(m::date) FROM generate_series('2026-01-01'::date, '2026-04-01'::date, interval '1 month') m`
     await tx`SELECT setseed(0.42)`
     await tx`
       INSERT INTO user_logins (message_id, user_id, device_type, masked_ip, masked_device_id, locale, app_version,

@@ -15,8 +15,10 @@ export interface ScalePoint {
   rows: number
   /** seconds the COPY (and the summary rebuild) took to reach this size from the previous one */
   loadSeconds: number
-  /** the pipeline's store path (masking, vault, INSERT, summary trigger) on this table, 2 batches of 10 in flight */
+  /** the pipeline's store path (masking, vault, INSERT, summary trigger) on this table, 2 batches of 10 in flight, into a new month */
   ingestPerSecond: number
+  /** the same into the last loaded month, the largest partition (null on the empty table) */
+  ingestFullMonthPerSecond: number | null
   /** folding the ingested messages into the duplicates summary */
   refreshMs: number
   /** GET /logins?limit=100 (no filter and user_id), store level, one at a time */
@@ -49,20 +51,26 @@ const percentile = (values: number[], p: number): number => {
 const copyField = (value: string | null): string =>
   value === null ? '\\N' : value.replace(/\\/g, '\\\\').replace(/\t/g, '\\t').replace(/\n/g, '\\n').replace(/\r/g, '\\r')
 
+/** The loaded rows' dates: a year, April 2025 to March 2026, in order (a table grows by appending). */
+const LOAD_FIRST_DAY = Date.UTC(2025, 3, 1)
+const LOAD_DAYS = 365
+/** Ingestion on each table: into a new month (April 2026, as on the first of a month), and into the last loaded one. */
+const NEW_MONTH = new Date(Date.UTC(2026, 3, 1))
+const LAST_LOADED_MONTH = new Date(Date.UTC(2026, 2, 31))
+
 /**
  * Appends rows `from`..`to` with COPY: bodies of bench/lib/messages.ts masked by the real masker,
- * one create_date per ~(rows/90) logins over 90 days. The summary trigger is off during the COPY
+ * one create_date per ~(rows/365) logins over a year. The summary trigger is off during the COPY
  * and the summary rebuilt afterwards with migration 009's own grouping (faster than folding).
  */
 async function grow(ctx: Context, masker: Masker, from: number, to: number): Promise<void> {
   const sql = ctx.db.sql
   const source = messageSource(Math.max(to, 1), 3)
-  const day0 = Date.UTC(2026, 0, 1)
   const lines = Readable.from((function* () {
     for (let i = from; i < to; i++) {
       if (source.malformed(i)) continue
       const b = JSON.parse(source.body(i)) as { user_id: string; app_version: string; device_type: string; ip: string; locale?: string | null; device_id: string }
-      const sent = new Date(day0 + Math.floor((i / Math.max(to, 1)) * 90 * 86_400_000))
+      const sent = new Date(LOAD_FIRST_DAY + Math.floor((i / Math.max(to, 1)) * LOAD_DAYS * 86_400_000))
       const version = encodeAppVersion(b.app_version)
       yield `${[
         `scale-${i}`, b.user_id, b.device_type, masker.maskIp(b.ip), masker.maskDeviceId(b.device_id), b.locale ?? null,
@@ -70,6 +78,9 @@ async function grow(ctx: Context, masker: Masker, from: number, to: number): Pro
       ].map(copyField).join('\t')}\n`
     }
   })())
+  // The months' partitions (migration 011): ingestion makes them on its own, a COPY does not.
+  await sql`SELECT login_partition_ensure(m::date) FROM generate_series(${new Date(LOAD_FIRST_DAY).toISOString().slice(0, 10)}::date,
+    ${new Date(LOAD_FIRST_DAY + LOAD_DAYS * 86_400_000).toISOString().slice(0, 10)}::date, interval '1 month') m`
   await sql`ALTER TABLE user_logins DISABLE TRIGGER user_logins_summary_insert`
   try {
     await streamPipeline(lines, await sql`COPY user_logins (message_id, user_id, device_type, masked_ip, masked_device_id, locale, app_version,
@@ -102,19 +113,23 @@ export async function scale(ctx: Context, sizes: number[], ingestMessages: numbe
     const loadSeconds = (performance.now() - loadStarted) / 1000
     // Ingestion through the pipeline's store path, 2 batches of 10 in flight as the service runs it.
     round_++
-    const source = messageSource(ingestMessages, 100 + round_)
-    const batches: QueueMessage[][] = []
-    for (let i = 0; i < ingestMessages; i += 10) {
-      batches.push(Array.from({ length: Math.min(10, ingestMessages - i) }, (_, j) => ({
-        messageId: `scale-ingest-${round_}-${i + j}`, receiptHandle: `rh-${i + j}`, body: source.body(i + j), sentAt: new Date(Date.UTC(2026, 3, 1)), receiveCount: 1,
-      })))
+    const ingest = async (sentAt: Date, tag: string): Promise<number> => {
+      const source = messageSource(ingestMessages, 100 + round_)
+      const batches: QueueMessage[][] = []
+      for (let i = 0; i < ingestMessages; i += 10) {
+        batches.push(Array.from({ length: Math.min(10, ingestMessages - i) }, (_, j) => ({
+          messageId: `scale-ingest-${tag}-${round_}-${i + j}`, receiptHandle: `rh-${i + j}`, body: source.body(i + j), sentAt, receiveCount: 1,
+        })))
+      }
+      let next = 0
+      const started = performance.now()
+      await Promise.all(Array.from({ length: 2 }, async () => {
+        while (next < batches.length) await loginPipeline.process(batches[next++] as QueueMessage[])
+      }))
+      return ingestMessages / ((performance.now() - started) / 1000)
     }
-    let next = 0
-    const started = performance.now()
-    await Promise.all(Array.from({ length: 2 }, async () => {
-      while (next < batches.length) await loginPipeline.process(batches[next++] as QueueMessage[])
-    }))
-    const ingestPerSecond = ingestMessages / ((performance.now() - started) / 1000)
+    const ingestPerSecond = await ingest(NEW_MONTH, 'new')
+    const ingestFullMonthPerSecond = size > 0 ? await ingest(LAST_LOADED_MONTH, 'full') : null
     const refreshStarted = performance.now()
     await refreshDuplicates(sql, { wait: true })
     const refreshMs = performance.now() - refreshStarted
@@ -142,7 +157,8 @@ export async function scale(ctx: Context, sizes: number[], ingestMessages: numbe
     }))
     const [sizesRow] = await sql<{ rows: number; table: number; indexes: number; vault: number; summary: number }[]>`
       SELECT (SELECT count(*) FROM user_logins)::int AS rows,
-             pg_table_size('user_logins')::float8 AS table, pg_indexes_size('user_logins')::float8 AS indexes,
+             (SELECT sum(pg_table_size(inhrelid)) FROM pg_inherits WHERE inhparent = 'user_logins'::regclass)::float8 AS table,
+             (SELECT sum(pg_indexes_size(inhrelid)) FROM pg_inherits WHERE inhparent = 'user_logins'::regclass)::float8 AS indexes,
              pg_total_relation_size('pii_vault')::float8 AS vault,
              (pg_total_relation_size('login_duplicates') + pg_total_relation_size('login_duplicate_pairs'))::float8 AS summary`
     const s = sizesRow ?? { rows: 0, table: 0, indexes: 0, vault: 0, summary: 0 }
@@ -151,6 +167,7 @@ export async function scale(ctx: Context, sizes: number[], ingestMessages: numbe
       rows: size,
       loadSeconds: round(loadSeconds, 1),
       ingestPerSecond: round(ingestPerSecond, 0),
+      ingestFullMonthPerSecond: ingestFullMonthPerSecond === null ? null : round(ingestFullMonthPerSecond, 0),
       refreshMs: round(refreshMs, 1),
       pageP50Ms: percentile(pages, 50),
       pageP99Ms: percentile(pages, 99),
@@ -163,7 +180,7 @@ export async function scale(ctx: Context, sizes: number[], ingestMessages: numbe
       bytesPerLogin: round((s.table + s.indexes) / Math.max(1, s.rows), 0),
       summaryBytesPerLogin: round(s.summary / Math.max(1, s.rows), 0),
     }
-    ctx.log(`   ${size} rows: ${point.ingestPerSecond} msg/s, page p99 ${point.pageP99Ms} ms, duplicates p99 ${point.duplicatesP99Ms} ms (10 at a time), ${point.bytesPerLogin} B/login`)
+    ctx.log(`   ${size} rows: ${point.ingestPerSecond} msg/s (new month), ${point.ingestFullMonthPerSecond ?? '-'} msg/s (last loaded month), page p99 ${point.pageP99Ms} ms, duplicates p99 ${point.duplicatesP99Ms} ms (10 at a time), ${point.bytesPerLogin} B/login`)
     points.push(point)
   }
   const [v] = await sql<{ b: number }[]>`SELECT (pg_total_relation_size('pii_vault')::float8 / greatest(1, (SELECT count(*) FROM pii_vault))) AS b`

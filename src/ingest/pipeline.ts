@@ -4,6 +4,7 @@ import { pseudonymAddress, type IpPrefixer } from '../pii/ip-prefix.ts'
 import { loginAad, periodOf, rejectionAad, seal, type DataKey, type KeyScope, type Vault } from '../pii/vault.ts'
 import { encodeAppVersion } from './app-version.ts'
 import { isDataError, refusalReason } from '../db/errors.ts'
+import { MonthPartitions } from '../logins/partitions.ts'
 import { lockMaskKeyStateShared } from '../pii/mask-keys.ts'
 import { parseLoginMessage } from './message.ts'
 import type { QueueMessage } from './queue.ts'
@@ -108,12 +109,16 @@ function rejectionSubject(body: string): string {
  * Deleting from the queue is the caller's job, and only for `stored` messages.
  */
 export class LoginPipeline {
+  private readonly partitions: MonthPartitions
+
   constructor(
     private readonly sql: Sql,
     private readonly masker: Masker,
     private readonly vault: Vault,
     private readonly ipPrefixer: IpPrefixer | null = null,
-  ) {}
+  ) {
+    this.partitions = new MonthPartitions(sql)
+  }
 
   async process(messages: readonly QueueMessage[]): Promise<BatchOutcome> {
     const { insertedIds: _inserted, rejectedIds: _rejected, ...counts } = await this.processById(messages)
@@ -173,6 +178,8 @@ export class LoginPipeline {
    * stored. Availability errors are thrown unchanged: the caller leaves the batch on the queue.
    */
   async storeOrSplit(items: Sealed[]): Promise<StoreResult> {
+    // The months' partitions, before the transaction (a no-op for months already seen).
+    await this.partitions.ensure(items.flatMap((item) => (item.kind === 'login' ? [item.row.create_date] : [])))
     try {
       return await this.sql.begin((tx) => this.store(tx, items))
     } catch (error) {
@@ -239,7 +246,7 @@ export class LoginPipeline {
             ${tx.array(column('mask_key_id'))}::text[], ${tx.array(column('next_masked_ip'))}::text[],
             ${tx.array(column('next_masked_device_id'))}::text[], ${tx.array(column('next_mask_key_id'))}::text[],
             ${tx.array(column('masked_ip_prefix'))}::text[], ${tx.array(rows.map((row) => pseudonymAddress(row.masked_ip_prefix)))}::inet[])
-          ON CONFLICT (message_id) DO NOTHING
+          ON CONFLICT (message_id, create_date) DO NOTHING
           RETURNING id, message_id),
         vault AS (
         INSERT INTO pii_vault (login_id, data_key_id, ciphertext)
