@@ -83,6 +83,9 @@ test('partitions: each month in its own partition, the next one made ahead, rede
   assert.equal((await sql<{ n: number }[]>`SELECT count(*)::int AS n FROM pii_vault`)[0]?.n, messages.length - 4, 'a plain DELETE takes the originals too')
   await sql`TRUNCATE user_logins`
   assert.equal((await sql<{ n: number }[]>`SELECT count(*)::int AS n FROM pii_vault`)[0]?.n, 0, 'TRUNCATE empties the vault')
+  await ingestMessages(services, [queueMessage(loginRecord(), dates[0])])
+  await sql`TRUNCATE user_logins, pii_vault`
+  assert.equal((await sql<{ n: number }[]>`SELECT count(*)::int AS n FROM pii_vault`)[0]?.n, 0, 'both in one TRUNCATE')
 })
 
 test('partitions: detaching an ended month takes its rows out of the summary and the vault, refuses the current month, and gives up on a held lock', async (t) => {

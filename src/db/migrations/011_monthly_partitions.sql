@@ -161,11 +161,13 @@ CREATE TRIGGER user_logins_summary_delete AFTER DELETE ON user_logins
 CREATE TRIGGER user_logins_summary_update AFTER UPDATE ON user_logins
   REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION login_summary_capture();
 
--- The originals go with their rows (what the foreign key's ON DELETE CASCADE did).
+-- The originals go with their rows (what the foreign key's ON DELETE CASCADE did). After a
+-- TRUNCATE a DELETE, not a TRUNCATE: `TRUNCATE user_logins, pii_vault` is one statement, and
+-- a TRUNCATE of a table that statement is truncating would be refused.
 CREATE FUNCTION user_logins_vault_cascade() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
   IF TG_OP = 'TRUNCATE' THEN
-    TRUNCATE pii_vault;
+    DELETE FROM pii_vault;
   ELSE
     DELETE FROM pii_vault v USING old_rows o WHERE v.login_id = o.id;
   END IF;
