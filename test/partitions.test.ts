@@ -71,6 +71,14 @@ test('partitions: each month in its own partition, the next one made ahead, rede
   assert.equal((await sql<{ id: string }[]>`SELECT id::text AS id FROM user_logins WHERE user_id = 'x'`)[0]?.id, stray?.id, 'with its id')
   await sql`DELETE FROM user_logins WHERE user_id IN ('x', 'legacy')`
 
+  // The function runs as the owner: a caller's temporary table named user_logins does not stand in for the table.
+  const session = await sql.reserve()
+  await session`CREATE TEMPORARY TABLE user_logins (create_date date) PARTITION BY RANGE (create_date)`
+  await session`SELECT login_partition_ensure('1998-06-01')`
+  await session`DROP TABLE pg_temp.user_logins`
+  session.release()
+  assert.ok((await listPartitions(sql)).some((p) => p.month === '1998-06'), 'the month was attached to public.user_logins')
+
   // Erasing a user's rows takes their originals (the vault has no foreign key any more: a trigger does it).
   const vaultBefore = (await sql<{ n: number }[]>`SELECT count(*)::int AS n FROM pii_vault`)[0]?.n
   assert.equal(vaultBefore, messages.length)

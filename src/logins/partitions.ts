@@ -1,4 +1,5 @@
 import type { Sql } from 'postgres'
+import { isDataError } from '../db/errors.ts'
 
 /** The first day of the month after `month` (YYYY-MM-01), as YYYY-MM-01. */
 export function nextMonth(month: string): string {
@@ -27,7 +28,13 @@ export class MonthPartitions {
     }
     if (missing.size === 0) return
     const months = [...missing].sort()
-    await this.sql`SELECT login_partition_ensure(m) FROM unnest(${this.sql.array(months)}::date[]) AS m`
+    try {
+      await this.sql`SELECT login_partition_ensure(m) FROM unnest(${this.sql.array(months)}::date[]) AS m`
+    } catch (error) {
+      // A date PostgreSQL cannot hold: the insert refuses that row, and the pipeline records it as rejected.
+      if (isDataError(error)) return
+      throw error
+    }
     for (const month of months) this.known.add(month)
   }
 

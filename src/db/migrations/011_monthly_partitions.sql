@@ -44,7 +44,7 @@ CREATE TABLE user_logins_default PARTITION OF user_logins DEFAULT;
 -- it never waits for or blocks ingestion (the default partition, which ingestion does not write,
 -- is locked while ATTACH checks it). SECURITY DEFINER: the service's role needs no CREATE
 -- privilege (grant it EXECUTE on this function; see docs/deploy-aws.md).
-CREATE FUNCTION login_partition_ensure(month date) RETURNS text LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
+CREATE FUNCTION login_partition_ensure(month date) RETURNS text LANGUAGE plpgsql SECURITY DEFINER AS $$
 DECLARE
   first date := date_trunc('month', month)::date;
   part text := 'user_logins_' || to_char(first, 'YYYY_MM');
@@ -65,6 +65,13 @@ BEGIN
                  first, (first + interval '1 month')::date, part);
   EXECUTE format('ALTER TABLE user_logins ATTACH PARTITION %I FOR VALUES FROM (%L) TO (%L)', part, first, (first + interval '1 month')::date);
   RETURN part;
+END
+$$;
+-- A SECURITY DEFINER function searches this schema, then pg_temp last, so a caller's temporary
+-- table cannot stand in for user_logins.
+DO $$
+BEGIN
+  EXECUTE format('ALTER FUNCTION login_partition_ensure(date) SET search_path = %I, pg_temp', current_schema());
 END
 $$;
 REVOKE ALL ON FUNCTION login_partition_ensure(date) FROM PUBLIC;
