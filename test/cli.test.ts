@@ -301,4 +301,16 @@ test('database tools on embedded defaults without a service: an empty DATA_DIR i
   const list = await cli('rejected', ['list'], env)
   assert.equal(list.code, 0, list.stderr)
   assert.equal(list.stdout, '')
+
+  // npm run partitions: the months migration 011 made (this one and the next) and the default partition.
+  const partitions = await cli('partitions', [], env)
+  assert.equal(partitions.code, 0, partitions.stderr)
+  const months = (JSON.parse(partitions.stdout) as { name: string; month: string | null }[]).map((p) => p.month)
+  const now = new Date()
+  const thisMonth = now.toISOString().slice(0, 7)
+  const next = new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth() + 1, 1)).toISOString().slice(0, 7)
+  assert.deepEqual(months, [thisMonth, next, null])
+  assertOneLine(await cli('partitions', ['--detach', thisMonth], env), 1, /^login-ingest partitions: refusing to detach .*: only months that have ended can be detached/, 'the current month')
+  assertOneLine(await cli('partitions', ['--detach', '2026-13'], env), 2, /^login-ingest partitions: --detach takes a month as YYYY-MM/, 'a bad month')
+  assertOneLine(await cli('partitions', ['--drop'], env), 2, /^login-ingest partitions: --drop and --lock-timeout-ms go with --detach/, '--drop alone')
 })
