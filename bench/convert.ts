@@ -1,4 +1,5 @@
-// Times migration 011 (user_logins to monthly partitions) on a table that already holds rows:
+// Times migrations 011 (user_logins to monthly partitions) and 012 (the single values, built by
+// grouping every row) on a table that already holds rows:
 // `node --import tsx bench/convert.ts [rows]` (default 1,000,000). Creates and drops a database
 // of its own on DATABASE_URL's server (default postgres://postgres@127.0.0.1:5432/postgres).
 import { randomBytes } from 'node:crypto'
@@ -17,6 +18,7 @@ try {
   const all = await loadMigrations()
   const before = all.filter((m) => m.version < '011')
   const conversion = all.filter((m) => m.version.startsWith('011'))
+  const singles = all.filter((m) => m.version.startsWith('012'))
   await migrate(sql, before)
   // Rows as the service writes them, over a year (twelve months to make), with a vault row each.
   await sql`ALTER TABLE user_logins DISABLE TRIGGER user_logins_summary_insert`
@@ -35,7 +37,16 @@ try {
   await migrate(sql, conversion)
   const seconds = (performance.now() - started) / 1000
   const [parts] = await sql<{ n: number }[]>`SELECT count(*)::int AS n FROM pg_inherits WHERE inhparent = 'user_logins'::regclass`
-  console.log(JSON.stringify({ rows, seconds: Math.round(seconds * 10) / 10, secondsPerMillion: Math.round((seconds / rows) * 1e7) / 10, partitions: parts?.n }))
+  await sql`CHECKPOINT`
+  const built = performance.now()
+  await migrate(sql, singles)
+  const singleSeconds = (performance.now() - built) / 1000
+  const perMillion = (s: number) => Math.round((s / rows) * 1e7) / 10
+  console.log(JSON.stringify({
+    rows,
+    seconds: Math.round(seconds * 10) / 10, secondsPerMillion: perMillion(seconds), partitions: parts?.n,
+    singleValuesSeconds: Math.round(singleSeconds * 10) / 10, singleValuesSecondsPerMillion: perMillion(singleSeconds),
+  }))
 } finally {
   await sql.end({ timeout: 5 })
   await admin.unsafe(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`)

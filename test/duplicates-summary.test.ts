@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import type { Sql } from 'postgres'
+import { migrate } from '../src/db/migrate.ts'
 import { READ_FOLD_LIMIT, duplicatesPending, refreshDuplicates } from '../src/logins/summary.ts'
 import { eraseUserPii, applyRetention } from '../src/pii/erasure.ts'
 import { Masker } from '../src/pii/mask.ts'
@@ -36,6 +37,26 @@ async function summary(sql: Sql, dates = true): Promise<Entry[]> {
     SELECT field::text, masked_value, logins::int AS count, users,
            ${dates ? sql`to_char(first_seen, 'YYYY-MM-DD')` : sql`NULL`} AS first_seen, ${dates ? sql`to_char(last_seen, 'YYYY-MM-DD')` : sql`NULL`} AS last_seen
     FROM login_duplicates ORDER BY field, masked_value`
+}
+
+/** Values seen exactly once, from user_logins, with that login's user and date. */
+async function truthSingles(sql: Sql): Promise<string[]> {
+  const rows = await sql<{ d: string }[]>`
+    SELECT concat_ws(' ', field, masked_value, user_id, to_char(seen, 'YYYY-MM-DD')) AS d FROM (
+      SELECT 'ip' AS field, masked_ip AS masked_value, min(user_id) AS user_id, min(create_date) AS seen
+      FROM user_logins WHERE masked_ip IS NOT NULL GROUP BY masked_ip HAVING count(*) = 1
+      UNION ALL
+      SELECT 'device_id', masked_device_id, min(user_id), min(create_date)
+      FROM user_logins WHERE masked_device_id IS NOT NULL GROUP BY masked_device_id HAVING count(*) = 1) t
+    ORDER BY 1`
+  return rows.map((r) => r.d)
+}
+
+/** What the fold keeps of values seen once (migration 012). */
+async function singles(sql: Sql): Promise<string[]> {
+  const rows = await sql<{ d: string }[]>`
+    SELECT concat_ws(' ', field, masked_value, user_id, to_char(seen, 'YYYY-MM-DD')) AS d FROM login_single_values ORDER BY 1`
+  return rows.map((r) => r.d)
 }
 
 const withoutDates = (entries: Entry[]): Entry[] => entries.map((e) => ({ ...e, first_seen: null, last_seen: null }))
@@ -83,6 +104,7 @@ test('duplicates summary: exact under concurrent storing and refreshing, redeliv
     const [once] = await services.sql<{ n: number }[]>`SELECT count(*)::int AS n FROM (SELECT masked_ip FROM user_logins GROUP BY 1 HAVING count(*) = 1) o`
     assert.ok((once?.n ?? 0) > 50, 'values seen once are stored, and stay out of the summary')
     assert.deepEqual(await summary(services.sql), expected)
+    assert.deepEqual(await singles(services.sql), await truthSingles(services.sql), 'values seen once, each with its login')
     assert.equal((await services.sql`SELECT 1 FROM login_summary_pending`).length, 0, 'nothing left pending')
   })
 
@@ -92,6 +114,7 @@ test('duplicates summary: exact under concurrent storing and refreshing, redeliv
     await applyRetention(services.sql, { days: 0, now: new Date('2030-01-01T00:00:00Z'), dryRun: false })
     await refreshDuplicates(services.sql, { wait: true })
     assert.deepEqual(await summary(services.sql), before, 'originals gone, masked rows and their counts stay')
+    assert.deepEqual(await singles(services.sql), await truthSingles(services.sql))
 
     await eraseUserPii(services.sql, 'u-b', { deleteRows: true })
     await refreshDuplicates(services.sql, { wait: true })
@@ -103,6 +126,7 @@ test('duplicates summary: exact under concurrent storing and refreshing, redeliv
     assert.ok(left.length > 0, 'values the erasure brought under two logins left the summary')
     const [pairs] = await services.sql<{ n: number }[]>`SELECT count(*)::int AS n FROM login_duplicate_pairs WHERE user_id = 'u-b' OR logins <= 0`
     assert.equal(pairs?.n, 0, 'the erased user leaves no pair behind')
+    assert.deepEqual(await singles(services.sql), await truthSingles(services.sql), 'values brought down to one login keep the one left')
   })
 
   await t.test('mask key rotation: the summary follows the switch to the new masks', async () => {
@@ -117,6 +141,9 @@ test('duplicates summary: exact under concurrent storing and refreshing, redeliv
     const expected = await truth(services.sql)
     assert.ok(expected.some((e) => e.masked_value.startsWith('k2:')), 'new masks are counted')
     assert.deepEqual(withoutDates(await summary(services.sql, false)), withoutDates(expected))
+    const once = await singles(services.sql)
+    assert.ok(once.some((v) => v.includes(' k2:')), 'the single values follow the switch too')
+    assert.deepEqual(once, await truthSingles(services.sql))
   })
 })
 
@@ -134,8 +161,12 @@ test('duplicates summary: a value entering while its next login commits mid-fold
   assert.notEqual(heldIp, '')
 
   // Another session locks the held value's summary row: the fold takes its batch, then waits there.
+  // Released before the pool ends (after hooks run in order, the database's first): a reserved
+  // connection released into an ended pool keeps the process alive for a minute.
   const blocker = await services.sql.reserve()
-  t.after(() => blocker.release())
+  let held = true
+  const release = () => { if (held) { held = false; blocker.release() } }
+  t.after(release)
   await blocker`BEGIN`
   await blocker`SELECT 1 FROM login_duplicates WHERE field = 'ip' AND masked_value = ${heldIp} FOR UPDATE`
   await ingestMessages(services, [login('10.7.0.1', 'd-new')])
@@ -144,6 +175,7 @@ test('duplicates summary: a value entering while its next login commits mid-fold
   // The device's third login commits while the fold holds its batch, which has the second.
   await ingestMessages(services, [login('10.7.0.3', 'd-new')])
   await blocker`COMMIT`
+  release()
   await fold
   await refreshDuplicates(services.sql, { wait: true })
   const [device] = await services.sql<{ logins: number; users: number }[]>`
@@ -151,6 +183,7 @@ test('duplicates summary: a value entering while its next login commits mid-fold
     WHERE d.field = 'device_id' AND d.masked_value = (SELECT masked_device_id FROM user_logins WHERE masked_ip IS NOT NULL GROUP BY 1 HAVING count(*) = 3)`
   assert.deepEqual(device, { logins: 3, users: 1 }, 'three logins, not four: the one committed mid-fold is counted when its own pending row is folded')
   assert.deepEqual(await summary(services.sql), await truth(services.sql))
+  assert.deepEqual(await singles(services.sql), await truthSingles(services.sql))
 })
 
 test('GET /logins/duplicates: a backlog above READ_FOLD_LIMIT is not folded by the read (it answers from the last fold) but set to fold in the background', async (t) => {
@@ -172,4 +205,53 @@ test('GET /logins/duplicates: a backlog above READ_FOLD_LIMIT is not folded by t
   }
   const items = await read()
   assert.deepEqual(items.map((e) => [e.masked_value, e.count, e.users]), [['k1:ip-1', 3334, 7], ['k1:ip-2', 3334, 7], ['k1:ip-0', 3333, 7]])
+})
+
+test('duplicates summary: a value moves between seen once, the summary and gone, keeping its logins\' users and dates', async (t) => {
+  const db = await testDatabase(t)
+  const sql = db.sql
+  await migrate(sql)
+  let n = 0
+  const login = async (user: string | null, ip: string, device: string, day: string) => {
+    const [row] = await sql<{ id: string }[]>`
+      INSERT INTO user_logins (message_id, user_id, device_type, masked_ip, masked_device_id, create_date, mask_key_id)
+      VALUES (${`m-${++n}`}, ${user}, 'ios', ${`k1:${ip}`}, ${`k1:${device}`}, ${day}::date, 'k1') RETURNING id`
+    return row?.id ?? ''
+  }
+  const drop = (id: string) => sql`DELETE FROM user_logins WHERE id = ${id}`
+  const exact = async (what: string) => {
+    await refreshDuplicates(sql, { wait: true })
+    assert.deepEqual(await summary(sql), await truth(sql), `summary: ${what}`)
+    assert.deepEqual(await singles(sql), await truthSingles(sql), `single values: ${what}`)
+  }
+
+  await login('u-1', 'a', 'd-1', '2026-01-05')
+  await login(null, 'n', 'd-2', '2026-01-06')
+  await exact('first logins are single values, a NULL user too')
+  const second = await login('u-2', 'a', 'd-3', '2026-01-09')
+  await exact('a second login takes the value into the summary with the first one\'s user and date')
+  await drop(second)
+  await exact('a deletion brings it back to one login: the one left is its single login')
+  await login('u-3', 'a', 'd-4', '2026-01-02')
+  await login(null, 'n', 'd-5', '2026-01-07')
+  await exact('it enters again, first seen from the single login kept')
+
+  // One fold over a value both added to and taken from: counted from user_logins.
+  const kept = await login('u-4', 'b', 'd-6', '2026-01-10')
+  await exact('b seen once')
+  await drop(kept)
+  await login('u-5', 'b', 'd-7', '2026-01-11')
+  const fleeting = await login('u-6', 'c', 'd-8', '2026-01-12')
+  await drop(fleeting)
+  await exact('b\'s login replaced by another user\'s in one fold, c stored and deleted before any fold')
+  const [b] = await sql<{ user_id: string }[]>`SELECT user_id FROM login_single_values WHERE field = 'ip' AND masked_value = 'k1:b'`
+  assert.equal(b?.user_id, 'u-5')
+
+  // Two logins of a new value in one fold, and a summary value losing every login at once.
+  await login('u-7', 'e', 'd-9', '2026-01-13')
+  await login('u-8', 'e', 'd-10', '2026-01-14')
+  await sql`DELETE FROM user_logins WHERE masked_ip = 'k1:a'`
+  await exact('a value seen twice in one fold enters at once; one losing all its logins is gone from both')
+  const gone = await sql`SELECT 1 FROM login_single_values WHERE masked_value = 'k1:a' UNION ALL SELECT 1 FROM login_duplicates WHERE masked_value = 'k1:a'`
+  assert.equal(gone.length, 0)
 })

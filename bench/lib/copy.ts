@@ -21,7 +21,7 @@ const copyField = (value: string | null): string =>
  * originals, the rejections and the duplicates summary the worker folds them into (a COPY of
  * user_logins queues its rows for the summary too, as ingestion does).
  */
-const TABLES = ['pii_data_keys', 'user_logins', 'pii_vault', 'rejected_messages', 'login_duplicates', 'login_duplicate_pairs'] as const
+const TABLES = ['pii_data_keys', 'user_logins', 'pii_vault', 'rejected_messages', 'login_duplicates', 'login_duplicate_pairs', 'login_single_values'] as const
 
 /**
  * Reads the rows ingestion wrote (data keys, logins, vault, rejections, summary), empties those tables and

@@ -37,7 +37,7 @@ export async function createBenchDatabase(serverUrl: string): Promise<BenchDatab
 
 /** Empties the tables ingestion writes; keeps the schema, the key registry and the mask key state. */
 export async function resetTables(sql: Sql): Promise<void> {
-  await sql`TRUNCATE user_logins, pii_vault, rejected_messages, pii_data_keys, login_duplicates, login_duplicate_pairs, login_summary_pending RESTART IDENTITY`
+  await sql`TRUNCATE user_logins, pii_vault, rejected_messages, pii_data_keys, login_duplicates, login_duplicate_pairs, login_single_values, login_summary_pending RESTART IDENTITY`
 }
 
 export async function storedCounts(sql: Sql): Promise<{ rows: number; rejected: number; vault: number }> {
@@ -79,13 +79,14 @@ export function cpuDelta(before: Map<number, number>, after: Map<number, number>
 }
 
 /**
- * The duplicates summary of migrations 009 and 010 rebuilt from user_logins by grouping (faster
- * than folding a bulk load's pending rows): values seen at least twice, with their pairs.
+ * The duplicates summary of migrations 009, 010 and 012 rebuilt from user_logins by grouping
+ * (faster than folding a bulk load's pending rows): values seen at least twice, with their
+ * pairs, and values seen once, with their login's user and date.
  */
 export async function rebuildSummary(sql: Sql): Promise<void> {
   await sql.begin(async (tx) => {
     await tx`SET LOCAL work_mem = '256MB'`
-    await tx`TRUNCATE login_duplicate_pairs, login_duplicates, login_summary_pending`
+    await tx`TRUNCATE login_duplicate_pairs, login_duplicates, login_single_values, login_summary_pending`
     await tx`
       INSERT INTO login_duplicate_pairs (field, masked_value, user_id, logins)
         SELECT 'ip', masked_ip, user_id, count(*) FROM user_logins WHERE masked_ip IS NOT NULL GROUP BY 2, 3
@@ -104,8 +105,14 @@ export async function rebuildSummary(sql: Sql): Promise<void> {
         UNION ALL
         SELECT 'device_id', masked_device_id, min(create_date), max(create_date) FROM user_logins WHERE masked_device_id IS NOT NULL GROUP BY 2) m
       WHERE d.field = m.field AND d.masked_value = m.v AND d.logins >= 2`
+    await tx`
+      INSERT INTO login_single_values (field, masked_value, user_id, seen)
+        SELECT 'ip', masked_ip, min(user_id), min(create_date) FROM user_logins WHERE masked_ip IS NOT NULL GROUP BY masked_ip HAVING count(*) = 1
+        UNION ALL
+        SELECT 'device_id', masked_device_id, min(user_id), min(create_date) FROM user_logins WHERE masked_device_id IS NOT NULL GROUP BY masked_device_id HAVING count(*) = 1`
   })
   // The report's plan depends on the summary's statistics (an unanalysed summary is sorted whole).
   await sql`VACUUM ANALYZE login_duplicates`
   await sql`VACUUM ANALYZE login_duplicate_pairs`
+  await sql`VACUUM ANALYZE login_single_values`
 }

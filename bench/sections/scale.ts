@@ -101,7 +101,7 @@ async function grow(ctx: Context, masker: Masker, from: number, to: number): Pro
 export async function scale(ctx: Context, sizes: number[], ingestMessages: number): Promise<ScaleResult> {
   const sql = ctx.db.sql
   await resetTables(sql)
-  await sql`TRUNCATE login_duplicate_pairs, login_duplicates, login_summary_pending`
+  await sql`TRUNCATE login_duplicate_pairs, login_duplicates, login_single_values, login_summary_pending`
   const masker = new Masker(ctx.keys.mask)
   const vault = new Vault(sql, keyringProvider(ctx.keys.master))
   const loginPipeline = new LoginPipeline(sql, masker, vault)
@@ -166,7 +166,7 @@ export async function scale(ctx: Context, sizes: number[], ingestMessages: numbe
              (SELECT sum(pg_table_size(inhrelid)) FROM pg_inherits WHERE inhparent = 'user_logins'::regclass)::float8 AS table,
              (SELECT sum(pg_indexes_size(inhrelid)) FROM pg_inherits WHERE inhparent = 'user_logins'::regclass)::float8 AS indexes,
              pg_total_relation_size('pii_vault')::float8 AS vault,
-             (pg_total_relation_size('login_duplicates') + pg_total_relation_size('login_duplicate_pairs'))::float8 AS summary`
+             (pg_total_relation_size('login_duplicates') + pg_total_relation_size('login_duplicate_pairs') + pg_total_relation_size('login_single_values'))::float8 AS summary`
     const s = sizesRow ?? { rows: 0, table: 0, indexes: 0, vault: 0, summary: 0 }
     const mib = (b: number) => round(b / 2 ** 20, 1)
     const point: ScalePoint = {
