@@ -18,7 +18,7 @@ COMMENT ON TABLE login_single_values IS 'Masked values with exactly one folded l
 
 -- Built from a folded state: the previous fold takes every committed pending row while writers
 -- of user_logins wait on the pending table (ingestion stalls for the build, nothing is lost;
--- about 7 s per million rows), so user_logins then holds exactly what the summary counts.
+-- about 9 s per million rows), so user_logins then holds exactly what the summary counts.
 SELECT pg_advisory_xact_lock(hashtext('login-ingest:duplicates'));
 LOCK TABLE login_summary_pending IN SHARE ROW EXCLUSIVE MODE;
 SET LOCAL statement_timeout = 0;
