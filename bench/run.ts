@@ -326,7 +326,14 @@ function targets(report: Report): Report['targets'] {
   const points = s.scale?.points ?? []
   const empty = points[0]
   for (const p of points.slice(1)) {
-    out.push({ name: `duplicates p99, 10 connections, ${p.rows} rows`, target: '≤ 20 ms', value: `${p.duplicatesP99Ms} ms`, met: p.duplicatesP99Ms <= 20 })
+    const d = p.http.duplicates
+    out.push({
+      name: `\`GET /logins/duplicates?limit=100\` p99, ${p.http.connections} connections (HTTP, through the service), ${p.rows} rows`,
+      target: '≤ 20 ms',
+      value: `${d.p99Ms} ms${d.failures > 0 ? ` (${d.failures} failed requests)` : ''}`,
+      met: d.failures === 0 && d.p99Ms <= 20,
+    })
+    out.push({ name: `duplicates p99, store level in the bench's process, 10 at a time, ${p.rows} rows`, target: '–', value: `${p.duplicatesP99Ms} ms`, met: null })
     if (empty) {
       const ratio = round(p.ingestPerSecond / empty.ingestPerSecond, 2)
       out.push({ name: `ingestion at ${p.rows} rows / empty table (new month)`, target: '≥ 0.9', value: String(ratio), met: ratio >= 0.9 })
@@ -338,8 +345,16 @@ function targets(report: Report): Report['targets'] {
   }
   const [small, large] = [points[1], points.at(-1)]
   if (small && large && large !== small) {
-    const ratio = round(large.pageP99Ms / small.pageP99Ms, 2)
-    out.push({ name: `GET /logins p99 at ${large.rows} / at ${small.rows} rows`, target: '≤ 1.2x', value: `${ratio}x`, met: ratio <= 1.2 })
+    const ratio = round(large.http.page.p99Ms / small.http.page.p99Ms, 2)
+    const failures = large.http.page.failures + small.http.page.failures
+    out.push({
+      name: `\`GET /logins?limit=100\` p99 at ${large.rows} / at ${small.rows} rows (HTTP, ${large.http.connections} connections)`,
+      target: '≤ 1.2x',
+      value: `${ratio}x (${small.http.page.p99Ms} → ${large.http.page.p99Ms} ms)${failures > 0 ? ` (${failures} failed requests)` : ''}`,
+      met: failures === 0 && ratio <= 1.2,
+    })
+    const storeRatio = round(large.pageP99Ms / small.pageP99Ms, 2)
+    out.push({ name: `GET /logins p99 at ${large.rows} / at ${small.rows} rows, store level, one at a time`, target: '–', value: `${storeRatio}x`, met: null })
   }
   const peaks = [s.memory?.small?.peakRssMiB, s.memory?.large?.peakRssMiB].filter((p): p is number => p !== undefined)
   if (peaks.length > 0) {

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import type { Sql } from 'postgres'
 import { migrate } from '../src/db/migrate.ts'
+import { listDuplicates, listDuplicatesWithPending } from '../src/logins/store.ts'
 import { READ_FOLD_LIMIT, duplicatesPending, refreshDuplicates } from '../src/logins/summary.ts'
 import { eraseUserPii, applyRetention } from '../src/pii/erasure.ts'
 import { Masker } from '../src/pii/mask.ts'
@@ -254,4 +255,38 @@ test('duplicates summary: a value moves between seen once, the summary and gone,
   await exact('a value seen twice in one fold enters at once; one losing all its logins is gone from both')
   const gone = await sql`SELECT 1 FROM login_single_values WHERE masked_value = 'k1:a' UNION ALL SELECT 1 FROM login_duplicates WHERE masked_value = 'k1:a'`
   assert.equal(gone.length, 0)
+})
+
+test('the report with its pending count: the same rows and order as listDuplicates, one row-less answer when empty, pending counted up to the limit + 1', async (t) => {
+  const db = await testDatabase(t)
+  const sql = db.sql
+  await migrate(sql)
+  const query = { fields: ['ip', 'device_id'] as ('ip' | 'device_id')[], minCount: 2, limit: 3 }
+  assert.deepEqual(await listDuplicatesWithPending(sql, query, 5), { rows: [], pending: 0 }, 'an empty summary: no rows, nothing pending')
+
+  // 7 pending changes: 3 logins of ip a (users 1, 2, 1), 2 of ip b, 2 of device x; device y once.
+  await sql`
+    INSERT INTO user_logins (message_id, user_id, device_type, masked_ip, masked_device_id, create_date, mask_key_id)
+    VALUES ('m1', 'u1', 'ios', 'k1:a', 'k1:x', '2026-01-01', 'k1'), ('m2', 'u2', 'ios', 'k1:a', 'k1:x', '2026-01-02', 'k1'),
+           ('m3', 'u1', 'ios', 'k1:a', 'k1:y', '2026-01-03', 'k1'), ('m4', 'u3', 'ios', 'k1:b', NULL, '2026-01-04', 'k1'),
+           ('m5', 'u3', 'ios', 'k1:b', NULL, '2026-01-05', 'k1')`
+  assert.deepEqual(await listDuplicatesWithPending(sql, query, 3), { rows: [], pending: 4 }, 'not folded yet: counted up to the limit + 1')
+  assert.equal((await listDuplicatesWithPending(sql, query, 100)).pending, 5)
+  await refreshDuplicates(sql, { wait: true })
+
+  for (const fields of [['ip', 'device_id'], ['ip'], ['device_id']] as ('ip' | 'device_id')[][]) {
+    const all = await listDuplicates(sql, { ...query, fields, limit: 10 })
+    const first = await listDuplicatesWithPending(sql, { ...query, fields, limit: 1 }, 10)
+    assert.equal(first.pending, 0)
+    assert.deepEqual(first.rows, all.slice(0, 2), `${fields.join('+')}: the first page (limit + 1 rows), as listDuplicates orders them`)
+    const last = first.rows[0]
+    assert.ok(last !== undefined)
+    const rest = await listDuplicatesWithPending(sql, { ...query, fields, limit: 10, after: { count: last.count, field: last.field, masked_value: last.masked_value } }, 10)
+    assert.deepEqual(rest.rows, all.slice(1), `${fields.join('+')}: after the cursor`)
+  }
+  assert.deepEqual((await listDuplicates(sql, { ...query, limit: 10 })).map((d) => [d.field, d.masked_value, d.count, d.users, d.first_seen, d.last_seen]), [
+    ['ip', 'k1:a', 3, 2, '2026-01-01', '2026-01-03'],
+    ['device_id', 'k1:x', 2, 2, '2026-01-01', '2026-01-02'],
+    ['ip', 'k1:b', 2, 1, '2026-01-04', '2026-01-05'],
+  ])
 })

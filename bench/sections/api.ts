@@ -134,7 +134,7 @@ interface AutocannonJson {
 }
 
 /** One autocannon run from a process of its own, against the server of process `pid`. */
-async function load(pid: number, url: string, token: string, connections: number, seconds: number): Promise<LoadResult> {
+export async function load(pid: number, url: string, token: string, connections: number, seconds: number): Promise<LoadResult> {
   const cpu0 = cpuSeconds(pid)
   const child: Child = spawnNode(
     ['node_modules/autocannon/autocannon.js', '-j', '-c', String(connections), '-d', String(seconds), '-H', `authorization=Bearer ${token}`, url],

@@ -10,6 +10,9 @@ import { Vault, keyringProvider } from '../../src/pii/vault.ts'
 import { round, type Context } from '../lib/context.ts'
 import { rebuildSummary, resetTables } from '../lib/db.ts'
 import { messageSource } from '../lib/messages.ts'
+import { startService } from '../lib/service.ts'
+import { createQueue, deleteQueue } from '../lib/sqs.ts'
+import { API_RATE_LIMIT_PER_MINUTE, load, type LoadResult } from './api.ts'
 
 export interface ScalePoint {
   rows: number
@@ -27,6 +30,12 @@ export interface ScalePoint {
   /** GET /logins/duplicates?limit=100, store level, 10 at a time, 1,000 reports */
   duplicatesP50Ms: number
   duplicatesP99Ms: number
+  /**
+   * Through the service over HTTP (autocannon from a process of its own, 10 connections, the
+   * service on this database with its worker off): GET /logins?limit=100 and
+   * GET /logins/duplicates?field=all&limit=100, the endpoints the targets name.
+   */
+  http: { connections: number; seconds: number; page: LoadResult; duplicates: LoadResult }
   tableMiB: number
   indexesMiB: number
   vaultMiB: number
@@ -52,6 +61,46 @@ const copyField = (value: string | null): string =>
   value === null ? '\\N' : value.replace(/\\/g, '\\\\').replace(/\t/g, '\\t').replace(/\n/g, '\\n').replace(/\r/g, '\\r')
 
 const PAGE_SAMPLES = 1000
+/** autocannon connections of the HTTP figures: the issue's targets say 10 */
+const HTTP_CONNECTIONS = 10
+
+/**
+ * The two endpoints through the service as it runs in production (its own process, NODE_ENV
+ * production, its pool and its serialization), loaded from a third process; a warm-up run of
+ * each first, not counted.
+ */
+async function httpLatency(ctx: Context): Promise<ScalePoint['http']> {
+  const seconds = ctx.options.apiSeconds
+  const queueUrl = await createQueue(ctx.emulator.client, 'bench-scale')
+  const service = await startService({
+    runtime: ctx.runtime,
+    databaseUrl: ctx.db.url,
+    queueUrl,
+    endpoint: ctx.emulator.endpoint,
+    keys: ctx.keys,
+    pollers: ctx.options.pollers,
+    workerEnabled: false,
+    logLevel: ctx.options.serviceLogLevel,
+    rateLimitPerMinute: API_RATE_LIMIT_PER_MINUTE,
+  })
+  try {
+    const run = async (path: string, warm: number): Promise<LoadResult> => {
+      const url = `${service.url}${path}`
+      const check = await fetch(url, { headers: { authorization: `Bearer ${ctx.keys.token}` } })
+      if (!check.ok) throw new Error(`${path}: HTTP ${check.status} ${await check.text()}`)
+      await check.arrayBuffer()
+      await load(service.pid, url, ctx.keys.token, HTTP_CONNECTIONS, warm)
+      return load(service.pid, url, ctx.keys.token, HTTP_CONNECTIONS, seconds)
+    }
+    const warm = Math.max(1, Math.round(seconds / 3))
+    const page = await run('/logins?limit=100', warm)
+    const duplicates = await run('/logins/duplicates?field=all&limit=100', warm)
+    return { connections: HTTP_CONNECTIONS, seconds, page, duplicates }
+  } finally {
+    await service.child.stop()
+    await deleteQueue(ctx.emulator.client, queueUrl)
+  }
+}
 
 /** The loaded rows' dates: a year, April 2025 to March 2026, in order (a table grows by appending). */
 const LOAD_FIRST_DAY = Date.UTC(2025, 3, 1)
@@ -173,6 +222,7 @@ export async function scale(ctx: Context, sizes: number[], ingestMessages: numbe
         dups.push(performance.now() - t0)
       }
     }))
+    const http = await httpLatency(ctx)
     const [sizesRow] = await sql<{ rows: number; table: number; indexes: number; vault: number; summary: number }[]>`
       SELECT (SELECT count(*) FROM user_logins)::int AS rows,
              (SELECT sum(pg_table_size(inhrelid)) FROM pg_inherits WHERE inhparent = 'user_logins'::regclass)::float8 AS table,
@@ -191,6 +241,7 @@ export async function scale(ctx: Context, sizes: number[], ingestMessages: numbe
       pageP99Ms: percentile(pages, 99),
       duplicatesP50Ms: percentile(dups, 50),
       duplicatesP99Ms: percentile(dups, 99),
+      http,
       tableMiB: mib(s.table),
       indexesMiB: mib(s.indexes),
       vaultMiB: mib(s.vault),
@@ -198,7 +249,9 @@ export async function scale(ctx: Context, sizes: number[], ingestMessages: numbe
       bytesPerLogin: round((s.table + s.indexes) / Math.max(1, s.rows), 0),
       summaryBytesPerLogin: round(s.summary / Math.max(1, s.rows), 0),
     }
-    ctx.log(`   ${size} rows: ${point.ingestPerSecond} msg/s (new month), ${point.ingestFullMonthPerSecond ?? '-'} msg/s (last loaded month), page p99 ${point.pageP99Ms} ms, duplicates p99 ${point.duplicatesP99Ms} ms (10 at a time), ${point.bytesPerLogin} B/login`)
+    ctx.log(`   ${size} rows: ${point.ingestPerSecond} msg/s (new month), ${point.ingestFullMonthPerSecond ?? '-'} msg/s (last loaded month), ` +
+      `page p99 ${point.pageP99Ms} ms (HTTP, ${HTTP_CONNECTIONS} connections: ${http.page.p99Ms} ms), ` +
+      `duplicates p99 ${point.duplicatesP99Ms} ms (10 at a time; HTTP: ${http.duplicates.p99Ms} ms), ${point.bytesPerLogin} B/login`)
     points.push(point)
   }
   const [v] = await sql<{ b: number }[]>`SELECT (pg_total_relation_size('pii_vault')::float8 / greatest(1, (SELECT count(*) FROM pii_vault))) AS b`

@@ -2,8 +2,8 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { Sql } from 'postgres'
 import { Type } from 'typebox'
 import { sendError } from '../../src/http/errors.ts'
-import { listDuplicates, type DuplicateQuery } from '../../src/logins/store.ts'
-import { READ_FOLD_LIMIT, type SummaryRefresher, duplicatesPending, refreshDuplicates } from '../../src/logins/summary.ts'
+import { listDuplicates, listDuplicatesWithPending, type Duplicate as DuplicateRow, type DuplicateQuery } from '../../src/logins/store.ts'
+import { READ_FOLD_LIMIT, type SummaryRefresher, refreshDuplicates } from '../../src/logins/summary.ts'
 import { NETWORK_BITS } from '../../src/pii/ip-prefix.ts'
 import { Cursor, Limit, NextCursor, Nullable, authErrors } from '../../src/schemas/common.ts'
 
@@ -17,15 +17,20 @@ const Duplicate = Type.Object({
 })
 
 /**
- * What is pending is folded before a read when it is at most READ_FOLD_LIMIT changes (about a
- * second of ingestion); a larger backlog (a bulk load, a rotation's switch) is the worker's to
- * fold, and the report is as of the last fold until then.
+ * The exact-mask report, caught up first, boundedly: the report's statement also counts what is
+ * pending; at most READ_FOLD_LIMIT changes (about a second of ingestion) are folded and the report
+ * read again, a larger backlog (a bulk load, a rotation's switch) is the worker's to fold, and the
+ * report is as of the last fold until then.
  */
-async function catchUp(sql: Sql, background: SummaryRefresher): Promise<void> {
-  const pending = await duplicatesPending(sql)
-  if (pending === 0) return
-  if (pending <= READ_FOLD_LIMIT) await refreshDuplicates(sql, { wait: true })
-  else background.kick()
+async function caughtUpReport(sql: Sql, background: SummaryRefresher, query: Omit<DuplicateQuery, 'networks'>): Promise<DuplicateRow[]> {
+  const first = await listDuplicatesWithPending(sql, query, READ_FOLD_LIMIT)
+  if (first.pending === 0) return first.rows
+  if (first.pending > READ_FOLD_LIMIT) {
+    background.kick()
+    return first.rows
+  }
+  await refreshDuplicates(sql, { wait: true })
+  return listDuplicates(sql, query)
 }
 
 const duplicates: FastifyPluginAsyncTypebox = async (app) => {
@@ -81,9 +86,9 @@ const duplicates: FastifyPluginAsyncTypebox = async (app) => {
       networks = { keyId: prefixer.keyId, family: ipFamily, bits: length }
     }
     const after = app.services.cursors.duplicates.read(cursor)
-    // Catch the summary up first, boundedly: exact when the backlog is small, the worker's refresher does the rest.
-    if (fields.length > 0) await app.dbRead(catchUp(app.services.sql, app.duplicatesSummary))
-    const rows = await app.dbRead(listDuplicates(app.services.sql, { fields, minCount: min_count, limit, ...(networks ? { networks } : {}), ...(after ? { after } : {}) }))
+    const rows = await app.dbRead(networks === undefined
+      ? caughtUpReport(app.services.sql, app.duplicatesSummary, { fields, minCount: min_count, limit, ...(after ? { after } : {}) })
+      : listDuplicates(app.services.sql, { fields, minCount: min_count, limit, networks, ...(after ? { after } : {}) }))
     const items = rows.slice(0, limit)
     const last = items.at(-1)
     const next = rows.length > limit && last ? app.services.cursors.duplicates.encode(last) : null

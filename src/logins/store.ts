@@ -96,12 +96,61 @@ export interface DuplicateQuery {
 }
 
 /**
+ * The exact-mask report, one statement over the summary of migration 009: one range of its
+ * report index, whatever the table's size. The summary holds only ip and device_id, so both
+ * fields need no predicate, and without one the index's order is the only sensible plan even
+ * before the table has statistics (right after a bulk load the planner guessed a handful of rows
+ * and sorted 20,000 instead). `logins >= 2` is written out so a generic plan can still use the
+ * partial index; the cursor bounds the uncast columns, as the index orders them. With
+ * `pendingLimit`, the same statement also counts the changes waiting to be folded (up to
+ * `pendingLimit` + 1), so a read that finds none costs one round trip, not two.
+ */
+async function exactDuplicates(sql: Sql, query: DuplicateQuery, pendingLimit: number | null): Promise<{ rows: Duplicate[]; pending: number }> {
+  const wanted = new Set(query.fields)
+  if (wanted.size === 0) return { rows: [], pending: 0 }
+  const field = wanted.size === 1 ? ([...wanted][0] ?? null) : null
+  const after = query.after
+  const report = sql<Duplicate[]>`
+    SELECT field::text AS field, masked_value::text AS masked_value, logins::int AS count, users,
+           to_char(first_seen, 'YYYY-MM-DD') AS first_seen, to_char(last_seen, 'YYYY-MM-DD') AS last_seen
+    FROM login_duplicates
+    WHERE logins >= 2 AND logins >= ${query.minCount}${field === null ? sql`` : sql` AND field = ${field}::varchar`}${after === undefined
+      ? sql``
+      : sql` AND logins <= ${after.count} AND NOT (logins = ${after.count} AND (field, masked_value) <= (${after.field}::varchar, ${after.masked_value}::varchar))`}
+    ORDER BY logins DESC, field, masked_value
+    LIMIT ${query.limit + 1}`
+  if (pendingLimit === null) return { rows: await report, pending: 0 }
+  // One row even when the report is empty (its columns NULL then); the outer ORDER BY sorts at
+  // most limit + 1 rows, in the order of the index.
+  const rows = await sql<(Duplicate & { pending: number })[]>`
+    SELECT p.pending, r.field, r.masked_value, r.count, r.users, r.first_seen, r.last_seen
+    FROM (SELECT count(*)::int AS pending FROM (SELECT 1 FROM login_summary_pending LIMIT ${pendingLimit + 1}) x) p
+    LEFT JOIN LATERAL (${report}) r ON TRUE
+    ORDER BY r.count DESC, r.field, r.masked_value`
+  const pending = rows[0]?.pending ?? 0
+  return {
+    pending,
+    rows: rows.flatMap(({ pending: _, ...row }) => (row.field === null ? [] : [row])),
+  }
+}
+
+/**
+ * The exact-mask report (no `networks`) and the number of changes waiting to be folded into the
+ * summary, counted up to `pendingLimit` + 1, from one statement: a read catches the summary up
+ * only when that number says it must.
+ */
+export async function listDuplicatesWithPending(sql: Sql, query: Omit<DuplicateQuery, 'networks'>, pendingLimit: number): Promise<{ rows: Duplicate[]; pending: number }> {
+  return exactDuplicates(sql, query, pendingLimit)
+}
+
+/**
  * Masked values seen at least `minCount` times, most frequent first (then by field and value,
  * so pages are stable), with the number of distinct users behind each.
  */
 export async function listDuplicates(sql: Sql, query: DuplicateQuery): Promise<Duplicate[]> {
-  // The exact-mask fields come from the summary of migration 009 (one index range, whatever the
-  // table's size); `logins >= 2` is written out so a generic plan can still use the partial index.
+  const after = query.after
+  const limit = query.limit + 1
+  if (query.networks === undefined) return (await exactDuplicates(sql, query, null)).rows
   const groups = query.fields.length === 0
     ? []
     : [sql`
@@ -109,29 +158,25 @@ export async function listDuplicates(sql: Sql, query: DuplicateQuery): Promise<D
              to_char(first_seen, 'YYYY-MM-DD') AS first_seen, to_char(last_seen, 'YYYY-MM-DD') AS last_seen
       FROM login_duplicates WHERE logins >= 2 AND logins >= ${query.minCount} AND field IN ${sql(query.fields)}`]
   const networks = query.networks
-  if (networks !== undefined) {
-    // Only networks behind more than one user: the report is about addresses users share.
-    const prefix = `${networks.keyId}:`
-    groups.push(sql`
-      SELECT 'ip_network'::varchar AS field, ${prefix}::text || net::text AS masked_value, count(*) AS count, count(DISTINCT user_id)::int AS users,
-        to_char(min(create_date), 'YYYY-MM-DD') AS first_seen, to_char(max(create_date), 'YYYY-MM-DD') AS last_seen
-      FROM (
-        SELECT network(set_masklen(ip_prefix_net, ${networks.bits}::int)) AS net, user_id, create_date FROM user_logins
-        WHERE ip_prefix_net IS NOT NULL AND family(ip_prefix_net) = ${networks.family}::int AND starts_with(masked_ip_prefix, ${prefix})
-      ) n
-      GROUP BY net HAVING count(*) >= ${query.minCount} AND count(DISTINCT user_id) > 1`)
-  }
-  const union = groups.slice(1).reduce((acc, g) => sql`${acc} UNION ALL ${g}`, groups[0] ?? sql`SELECT NULL LIMIT 0`)
-  const after = query.after
+  // Only networks behind more than one user: the report is about addresses users share.
+  const prefix = `${networks.keyId}:`
+  groups.push(sql`
+    SELECT 'ip_network'::varchar AS field, ${prefix}::text || net::text AS masked_value, count(*) AS count, count(DISTINCT user_id)::int AS users,
+      to_char(min(create_date), 'YYYY-MM-DD') AS first_seen, to_char(max(create_date), 'YYYY-MM-DD') AS last_seen
+    FROM (
+      SELECT network(set_masklen(ip_prefix_net, ${networks.bits}::int)) AS net, user_id, create_date FROM user_logins
+      WHERE ip_prefix_net IS NOT NULL AND family(ip_prefix_net) = ${networks.family}::int AND starts_with(masked_ip_prefix, ${prefix})
+    ) n
+    GROUP BY net HAVING count(*) >= ${query.minCount} AND count(DISTINCT user_id) > 1`)
+  const union = groups.slice(1).reduce((acc, g) => sql`${acc} UNION ALL ${g}`, groups[0] as (typeof groups)[number])
   return sql<Duplicate[]>`
     SELECT d.field::text AS field, d.masked_value::text AS masked_value, d.count::int AS count, d.users::int AS users, d.first_seen, d.last_seen
     FROM (${union}) d
-    -- The inner columns, uncast, so the summary's (logins DESC, field, masked_value) index gives the order and the cursor's bound.
     WHERE ${after === undefined
       ? sql`TRUE`
       : sql`d.count <= ${after.count} AND NOT (d.count = ${after.count} AND (d.field, d.masked_value) <= (${after.field}::varchar, ${after.masked_value}::varchar))`}
     ORDER BY d.count DESC, d.field, d.masked_value
-    LIMIT ${query.limit + 1}`
+    LIMIT ${limit}`
 }
 
 export type PiiLookup =
