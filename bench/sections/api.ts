@@ -94,7 +94,10 @@ export async function fillTable(ctx: Pick<Context, 'db'>, rows: number): Promise
     const unencodable = VERSIONS.filter((v) => encodeAppVersion(v) === null)
     await tx`UPDATE user_logins SET app_version = NULL WHERE app_version_text IN ${tx(unencodable)}`
     await tx`SET LOCAL maintenance_work_mem = '256MB'`
-    for (const { indexdef } of indexes) await tx.unsafe(indexdef)
+    // pg_indexes gives a partitioned table's index as `CREATE INDEX ... ON ONLY user_logins`,
+    // which builds no partition's index (and leaves the parent's invalid): without ONLY it
+    // cascades to every month, as migration 011 made them.
+    for (const { indexdef } of indexes) await tx.unsafe(indexdef.replace(/ ON ONLY /, ' ON '))
     await tx`ALTER TABLE user_logins ENABLE TRIGGER user_logins_summary_insert`
     await tx`ALTER TABLE user_logins ENABLE TRIGGER user_logins_summary_update`
   })
