@@ -6,7 +6,7 @@ import { listDuplicates, listLogins, type DuplicateQuery, type LoginQuery } from
 import { round, type Context } from '../lib/context.ts'
 import { rebuildSummary, resetTables } from '../lib/db.ts'
 import { cpuSeconds, jsonLine, spawnNode, type Child } from '../lib/proc.ts'
-import { startService } from '../lib/service.ts'
+import { startService, type RunningService, type ServiceOptions } from '../lib/service.ts'
 import { createQueue, deleteQueue } from '../lib/sqs.ts'
 
 const VERSIONS = ['2.3.0', '0.2.6', '2.2.1', '0.96', '0.4.6', '3.7', '2.2.8', '0.5.5', '0.60', '6.4.8', '0.16', '2.0.8', '7.31', '2.00', '5.4.8', '1.1', '3.0', '10.12.1', '2.20', '1.0.0-beta']
@@ -156,6 +156,28 @@ export async function load(pid: number, url: string, token: string, connections:
   }
 }
 
+/**
+ * The service on the bench's database with its worker off and the per-key rate limit raised,
+ * as sections 6 and 8 load it; its queue (which it never polls) is made for it, and is the
+ * caller's to delete.
+ */
+export async function startApiService(ctx: Context, queueName: string, extra: Pick<ServiceOptions, 'cpuProfDir'> = {}): Promise<{ service: RunningService; queueUrl: string }> {
+  const queueUrl = await createQueue(ctx.emulator.client, queueName)
+  const service = await startService({
+    runtime: ctx.runtime,
+    databaseUrl: ctx.db.url,
+    queueUrl,
+    endpoint: ctx.emulator.endpoint,
+    keys: ctx.keys,
+    pollers: ctx.options.pollers,
+    workerEnabled: false,
+    logLevel: ctx.options.serviceLogLevel,
+    rateLimitPerMinute: API_RATE_LIMIT_PER_MINUTE,
+    ...extra,
+  })
+  return { service, queueUrl }
+}
+
 /** The mean of two runs (one before and one after the other server's, so drift hits both alike). */
 const mean = (a: LoadResult, b: LoadResult): LoadResult => ({
   requestsPerSecond: round((a.requestsPerSecond + b.requestsPerSecond) / 2, 1),
@@ -196,19 +218,7 @@ export async function apiLatency(ctx: Context): Promise<ApiResult> {
   ]
 
   const { client } = ctx.emulator
-  const queueUrl = await createQueue(client, 'bench-api')
-  const service = await startService({
-    runtime: ctx.runtime,
-    databaseUrl: ctx.db.url,
-    queueUrl,
-    endpoint: ctx.emulator.endpoint,
-    keys: ctx.keys,
-    pollers: options.pollers,
-    workerEnabled: false,
-    logLevel: options.serviceLogLevel,
-    rateLimitPerMinute: API_RATE_LIMIT_PER_MINUTE,
-    ...(options.profile ? { cpuProfDir: join(process.cwd(), 'bench', 'results') } : {}),
-  })
+  const { service, queueUrl } = await startApiService(ctx, 'bench-api', options.profile ? { cpuProfDir: join(process.cwd(), 'bench', 'results') } : {})
   const bare = spawnNode(['--import', 'tsx', 'bench/consumers/bare-server.ts'], {
     PATH: process.env.PATH,
     HOME: process.env.HOME,

@@ -10,9 +10,8 @@ import { Vault, keyringProvider } from '../../src/pii/vault.ts'
 import { round, type Context } from '../lib/context.ts'
 import { rebuildSummary, resetTables } from '../lib/db.ts'
 import { messageSource } from '../lib/messages.ts'
-import { startService } from '../lib/service.ts'
-import { createQueue, deleteQueue } from '../lib/sqs.ts'
-import { API_RATE_LIMIT_PER_MINUTE, load, type LoadResult } from './api.ts'
+import { deleteQueue } from '../lib/sqs.ts'
+import { load, startApiService, type LoadResult } from './api.ts'
 
 export interface ScalePoint {
   rows: number
@@ -76,18 +75,7 @@ const HTTP_CONNECTIONS = 10
  */
 async function httpLatency(ctx: Context): Promise<ScalePoint['http']> {
   const seconds = ctx.options.apiSeconds
-  const queueUrl = await createQueue(ctx.emulator.client, 'bench-scale')
-  const service = await startService({
-    runtime: ctx.runtime,
-    databaseUrl: ctx.db.url,
-    queueUrl,
-    endpoint: ctx.emulator.endpoint,
-    keys: ctx.keys,
-    pollers: ctx.options.pollers,
-    workerEnabled: false,
-    logLevel: ctx.options.serviceLogLevel,
-    rateLimitPerMinute: API_RATE_LIMIT_PER_MINUTE,
-  })
+  const { service, queueUrl } = await startApiService(ctx, 'bench-scale')
   try {
     const run = async (path: string, warm: number): Promise<LoadResult> => {
       const url = `${service.url}${path}`
