@@ -264,7 +264,7 @@ test('the report with its pending count: the same rows and order as listDuplicat
   const query = { fields: ['ip', 'device_id'] as ('ip' | 'device_id')[], minCount: 2, limit: 3 }
   assert.deepEqual(await listDuplicatesWithPending(sql, query, 5), { rows: [], pending: 0 }, 'an empty summary: no rows, nothing pending')
 
-  // 7 pending changes: 3 logins of ip a (users 1, 2, 1), 2 of ip b, 2 of device x; device y once.
+  // 5 logins, so 5 pending changes: ip a 3 times (users 1, 2, 1), ip b twice, device x twice, device y once.
   await sql`
     INSERT INTO user_logins (message_id, user_id, device_type, masked_ip, masked_device_id, create_date, mask_key_id)
     VALUES ('m1', 'u1', 'ios', 'k1:a', 'k1:x', '2026-01-01', 'k1'), ('m2', 'u2', 'ios', 'k1:a', 'k1:x', '2026-01-02', 'k1'),

@@ -49,6 +49,19 @@ test('GET /logins: every filter reads an index (no sequential scan), in custom a
   const captured: { query: string; params: unknown[] }[] = []
   const capture = postgres(db.url, { max: 1, onnotice: () => {}, debug: (_c, query, params) => { captured.push({ query, params: [...params] }) } })
   t.after(() => capture.end())
+  /** A captured statement's plan as a custom plan and as the generic plan a prepared statement may switch to. */
+  const plans = async (statement: { query: string; params: unknown[] }) => {
+    const out: [string, string][] = []
+    for (const mode of ['auto', 'force_generic_plan'] as const) {
+      const plan = await db.sql.begin(async (tx) => {
+        await tx.unsafe(`SET LOCAL plan_cache_mode = ${mode}`)
+        const rows = await tx.unsafe<{ 'QUERY PLAN': string }[]>(`EXPLAIN ${statement.query}`, statement.params as never[])
+        return rows.map((r) => r['QUERY PLAN']).join('\n')
+      })
+      out.push([mode, plan])
+    }
+    return out
+  }
 
   const shapes: [string, Omit<LoginQuery, 'limit'>][] = [
     ['no filter', {}],
@@ -70,12 +83,7 @@ test('GET /logins: every filter reads an index (no sequential scan), in custom a
     await listLogins(capture, { limit: 100, ...filters })
     const statement = captured.at(-1)
     assert.ok(statement !== undefined, name)
-    for (const mode of ['auto', 'force_generic_plan'] as const) {
-      const plan = await db.sql.begin(async (tx) => {
-        await tx.unsafe(`SET LOCAL plan_cache_mode = ${mode}`)
-        const rows = await tx.unsafe<{ 'QUERY PLAN': string }[]>(`EXPLAIN ${statement.query}`, statement.params as never[])
-        return rows.map((r) => r['QUERY PLAN']).join('\n')
-      })
+    for (const [mode, plan] of await plans(statement)) {
       await assertNoScanOfRows(plan, `${name} (${mode})`)
       assert.match(plan, /Index (Only )?Scan|Bitmap Index Scan/, `${name} (${mode}):\n${plan}`)
     }
@@ -91,12 +99,7 @@ test('GET /logins: every filter reads an index (no sequential scan), in custom a
     await run()
     const report = captured.find((c) => /FROM login_duplicates/.test(c.query))
     assert.ok(report !== undefined, what)
-    for (const mode of ['auto', 'force_generic_plan'] as const) {
-      const plan = await db.sql.begin(async (tx) => {
-        await tx.unsafe(`SET LOCAL plan_cache_mode = ${mode}`)
-        const rows = await tx.unsafe<{ 'QUERY PLAN': string }[]>(`EXPLAIN ${report.query}`, report.params as never[])
-        return rows.map((r) => r['QUERY PLAN']).join('\n')
-      })
+    for (const [mode, plan] of await plans(report)) {
       assert.doesNotMatch(plan, /Seq Scan on login_duplicates|Bitmap Heap Scan on login_duplicates/, `${what} (${mode}):\n${plan}`)
       assert.match(plan, /Index (Only )?Scan using login_duplicates_report_idx/, `${what} (${mode}):\n${plan}`)
     }
