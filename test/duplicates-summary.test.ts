@@ -109,6 +109,18 @@ test('duplicates summary: exact under concurrent storing and refreshing, redeliv
     assert.equal((await services.sql`SELECT 1 FROM login_summary_pending`).length, 0, 'nothing left pending')
   })
 
+  await t.test('one batch delivered to two replicas at once, in opposite orders: no deadlock, each message stored once', async () => {
+    // A visibility timeout that expires mid-batch hands the same messages to another replica,
+    // in another order; each insert waits on the rows the other has inserted but not committed.
+    const messages = bodies(400, users, 'twice').map((b) => queueMessage(b, new Date(Date.UTC(2026, 1, 3))))
+    const outcomes = await Promise.all([services.pipeline.process(messages), services.pipeline.process([...messages].reverse())])
+    assert.equal(outcomes.reduce((n, o) => n + o.inserted, 0), messages.length, 'each message inserted by one of the two')
+    const [rows] = await services.sql<{ n: number }[]>`SELECT count(*)::int AS n FROM user_logins WHERE message_id = ANY(${messages.map((m) => m.messageId)}::text[])`
+    assert.equal(rows?.n, messages.length)
+    await refreshDuplicates(services.sql, { wait: true })
+    assert.deepEqual(await summary(services.sql), await truth(services.sql))
+  })
+
   await t.test('erasure keeps rows and masks (counts unchanged); erasure with rows takes them out of counts and users', async () => {
     const before = await summary(services.sql)
     await eraseUserPii(services.sql, 'u-a', { deleteRows: false })

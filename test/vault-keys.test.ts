@@ -45,3 +45,20 @@ test('data keys: new ones are usable at once, and a key another session inserted
   const [count] = await db.sql<{ n: number }[]>`SELECT count(*)::int AS n FROM pii_data_keys`
   assert.equal(count?.n, 2)
 })
+
+test('data keys: two sessions creating the same keys in opposite orders do not deadlock', { skip: SERVER_URL === undefined ? 'needs two sessions (PostgreSQL server; PGlite serves one)' : false }, async (t) => {
+  const db = await testDatabase(t, { max: 4 })
+  const keys = testKeys()
+  await prepareDatabase(db.sql, keys)
+  const provider = keyringProvider(keys.master)
+  // Each statement holds the keys it inserted until it ends; in opposite orders, each would wait
+  // for the other's next key. Batches from two replicas name users in any order.
+  for (let round = 0; round < 5; round++) {
+    const scopes = Array.from({ length: 400 }, (_, i) => ({ subject: `u-${round}-${i}`, period: '2026-03-01' }))
+    const vault = new Vault(db.sql, provider)
+    const [a, b] = await Promise.all([vault.dataKeys(scopes), vault.dataKeys([...scopes].reverse())])
+    for (const scope of scopes) assert.equal(vault.keyFor(a, scope).id, vault.keyFor(b, scope).id, 'one key per scope, whoever created it')
+  }
+  const [count] = await db.sql<{ n: number }[]>`SELECT count(*)::int AS n FROM pii_data_keys`
+  assert.equal(count?.n, 2000)
+})

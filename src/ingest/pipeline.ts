@@ -208,8 +208,13 @@ export class LoginPipeline {
   }
 
   private async store(tx: TransactionSql, items: readonly Sealed[]): Promise<StoreResult> {
+    // Rows go in in one fixed order, by their unique key: a message redelivered to another
+    // replica mid-batch arrives there in another order, and two transactions inserting the same
+    // keys in different orders each wait for a row the other holds (a deadlock, and a retry).
     const logins = items.filter((i): i is SealedLogin => i.kind === 'login')
+      .sort((a, b) => compare(a.row.create_date, b.row.create_date) || compare(a.message.messageId, b.message.messageId))
     const rejections = items.filter((i): i is SealedRejection => i.kind === 'rejection')
+      .sort((a, b) => compare(a.message.messageId, b.message.messageId))
     const insertedIds = new Set<string>()
     const rejectedIds = new Map<string, string>()
     const rejectedReasons: Record<string, number> = {}
@@ -282,3 +287,5 @@ export class LoginPipeline {
     return { inserted, rejected, rejectedReasons, duplicates: items.length - inserted - rejected, insertedIds, rejectedIds }
   }
 }
+
+const compare = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0)

@@ -95,7 +95,9 @@ export class Vault {
   async dataKeys(scopes: readonly KeyScope[]): Promise<Map<string, DataKey>> {
     const wanted = new Map(scopes.map((scope) => [scopeKey(scope), scope]))
     const found = await this.load([...wanted.values()])
-    const missing = [...wanted.entries()].filter(([k]) => !found.has(k)).map(([, scope]) => scope)
+    // In one fixed order: a statement holds the keys it inserted until it ends, so two sessions
+    // inserting overlapping keys in different orders would each wait for the other's next one.
+    const missing = [...wanted.entries()].filter(([k]) => !found.has(k)).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, scope]) => scope)
     if (missing.length > 0) {
       const created = new Map(missing.map((scope) => [scopeKey(scope), { scope, key: randomBytes(32) }]))
       const rows = [...created.values()].map(({ scope, key }) => {
