@@ -1,3 +1,6 @@
+import { readFile } from 'node:fs/promises'
+import { totalmem } from 'node:os'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { Readable } from 'node:stream'
 import { pipeline as streamPipeline } from 'node:stream/promises'
 import { encodeAppVersion } from '../../src/ingest/app-version.ts'
@@ -38,6 +41,12 @@ export interface ScalePoint {
    * GET /logins/duplicates?field=all&limit=100, the endpoints the targets name.
    */
   http: { connections: number; seconds: number; page: LoadResult; duplicates: LoadResult }
+  /**
+   * Reads and writes per message of the ingestion runs into each month and of the fold:
+   * PostgreSQL's blocks read (not in shared_buffers: from the OS page cache or the disk) and hit,
+   * WAL written, and the machine's disk reads and writes (/proc/diskstats; null elsewhere).
+   */
+  io: { newMonth: IoPerMessage; lastLoadedMonth: IoPerMessage | null; fold: IoPerMessage }
   tableMiB: number
   indexesMiB: number
   vaultMiB: number
@@ -47,8 +56,18 @@ export interface ScalePoint {
   summaryBytesPerLogin: number
 }
 
+export interface IoPerMessage {
+  blocksRead: number
+  blocksHit: number
+  walBytes: number
+  diskReadKiB: number | null
+  diskWrittenKiB: number | null
+}
+
 export interface ScaleResult {
   ingestMessages: number
+  /** what bounds the working set in memory: the server's shared_buffers and the machine's RAM */
+  memory: { sharedBuffersMiB: number; ramGiB: number }
   /** bytes per vault row, from the rows ingestion wrote (COPY-loaded rows have no originals) */
   vaultBytesPerLogin: number
   points: ScalePoint[]
@@ -61,6 +80,59 @@ const percentile = (values: number[], p: number): number => {
 
 const copyField = (value: string | null): string =>
   value === null ? '\\N' : value.replace(/\\/g, '\\\\').replace(/\t/g, '\\t').replace(/\n/g, '\\n').replace(/\r/g, '\\r')
+
+interface IoSnapshot { blocksRead: number; blocksHit: number; lsn: string; diskRead: number | null; diskWritten: number | null }
+
+/** Sectors (512 B) read and written by the machine's disks, partitions and virtual devices left out; null without /proc. */
+async function diskSectors(): Promise<{ read: number; written: number } | null> {
+  try {
+    let read = 0
+    let written = 0
+    for (const line of (await readFile('/proc/diskstats', 'utf8')).split('\n')) {
+      const f = line.trim().split(/\s+/)
+      if (!/^(sd[a-z]+|vd[a-z]+|xvd[a-z]+|nvme\d+n\d+)$/.test(f[2] ?? '')) continue
+      read += Number(f[5])
+      written += Number(f[9])
+    }
+    return { read, written }
+  } catch {
+    return null
+  }
+}
+
+async function ioSnapshot(sql: Context['db']['sql']): Promise<IoSnapshot> {
+  // A backend reports its block counts within a second of going idle (PostgreSQL 15).
+  await sleep(1200)
+  const [row] = await sql<{ r: number; h: number; lsn: string }[]>`
+    SELECT blks_read::float8 AS r, blks_hit::float8 AS h, pg_current_wal_lsn()::text AS lsn FROM pg_stat_database WHERE datname = current_database()`
+  const disk = await diskSectors()
+  return { blocksRead: row?.r ?? 0, blocksHit: row?.h ?? 0, lsn: row?.lsn ?? '0/0', diskRead: disk?.read ?? null, diskWritten: disk?.written ?? null }
+}
+
+/** The difference of snapshot pairs (summed over the pairs), per message. */
+async function ioPerMessage(sql: Context['db']['sql'], pairs: [IoSnapshot, IoSnapshot][], messages: number): Promise<IoPerMessage> {
+  let blocksRead = 0
+  let blocksHit = 0
+  let wal = 0
+  let diskRead: number | null = 0
+  let diskWritten: number | null = 0
+  for (const [a, b] of pairs) {
+    blocksRead += b.blocksRead - a.blocksRead
+    blocksHit += b.blocksHit - a.blocksHit
+    const [d] = await sql<{ b: number }[]>`SELECT pg_wal_lsn_diff(${b.lsn}, ${a.lsn})::float8 AS b`
+    wal += d?.b ?? 0
+    diskRead = diskRead === null || a.diskRead === null || b.diskRead === null ? null : diskRead + b.diskRead - a.diskRead
+    diskWritten = diskWritten === null || a.diskWritten === null || b.diskWritten === null ? null : diskWritten + b.diskWritten - a.diskWritten
+  }
+  const per = (v: number, digits: number) => round(v / Math.max(1, messages), digits)
+  return {
+    blocksRead: per(blocksRead, 2),
+    blocksHit: per(blocksHit, 1),
+    walBytes: per(wal, 0),
+    diskReadKiB: diskRead === null ? null : per(diskRead / 2, 2),
+    diskWrittenKiB: diskWritten === null ? null : per(diskWritten / 2, 2),
+  }
+}
 
 const PAGE_SAMPLES = 1000
 /** runs of `--scale-messages` messages into each month at each size */
@@ -192,17 +264,31 @@ export async function scale(ctx: Context, sizes: number[], ingestMessages: numbe
     // ratio between 0.66 and 1.01 at 10M rows from one day to the next.
     const newRuns: number[] = []
     const fullRuns: number[] = []
+    const newIo: [IoSnapshot, IoSnapshot][] = []
+    const fullIo: [IoSnapshot, IoSnapshot][] = []
+    const measured = async (ios: [IoSnapshot, IoSnapshot][], run: () => Promise<number>): Promise<number> => {
+      const before = await ioSnapshot(sql)
+      const perSecond = await run()
+      ios.push([before, await ioSnapshot(sql)])
+      return perSecond
+    }
     for (let run = 0; run < INGEST_RUNS; run++) {
-      newRuns.push(await ingest(NEW_MONTH, `new${run}`, 100 + round_ * 10 + run * 2))
-      if (size > 0) fullRuns.push(await ingest(LAST_LOADED_MONTH, `full${run}`, 101 + round_ * 10 + run * 2))
+      newRuns.push(await measured(newIo, () => ingest(NEW_MONTH, `new${run}`, 100 + round_ * 10 + run * 2)))
+      if (size > 0) fullRuns.push(await measured(fullIo, () => ingest(LAST_LOADED_MONTH, `full${run}`, 101 + round_ * 10 + run * 2)))
     }
     const mean = (values: number[]) => values.reduce((a, b) => a + b, 0) / values.length
     const ingestPerSecond = mean(newRuns)
     const ingestFullMonthPerSecond = fullRuns.length > 0 ? mean(fullRuns) : null
     const foldedMessages = ingestMessages * (newRuns.length + fullRuns.length)
+    const foldBefore = await ioSnapshot(sql)
     const refreshStarted = performance.now()
     await refreshDuplicates(sql, { wait: true })
     const refreshMs = performance.now() - refreshStarted
+    const io: ScalePoint['io'] = {
+      newMonth: await ioPerMessage(sql, newIo, ingestMessages * newRuns.length),
+      lastLoadedMonth: fullRuns.length > 0 ? await ioPerMessage(sql, fullIo, ingestMessages * fullRuns.length) : null,
+      fold: await ioPerMessage(sql, [[foldBefore, await ioSnapshot(sql)]], foldedMessages),
+    }
 
     const [sample] = await sql<{ user_id: string }[]>`SELECT user_id FROM user_logins ORDER BY id DESC LIMIT 1 OFFSET 50`
     // Warm-up, not counted: prepared statements, plans, buffers.
@@ -248,6 +334,7 @@ export async function scale(ctx: Context, sizes: number[], ingestMessages: numbe
       duplicatesP50Ms: percentile(dups, 50),
       duplicatesP99Ms: percentile(dups, 99),
       http,
+      io,
       tableMiB: mib(s.table),
       indexesMiB: mib(s.indexes),
       vaultMiB: mib(s.vault),
@@ -261,5 +348,11 @@ export async function scale(ctx: Context, sizes: number[], ingestMessages: numbe
     points.push(point)
   }
   const [v] = await sql<{ b: number }[]>`SELECT (pg_total_relation_size('pii_vault')::float8 / greatest(1, (SELECT count(*) FROM pii_vault))) AS b`
-  return { ingestMessages, vaultBytesPerLogin: round(v?.b ?? 0, 0), points }
+  const [buffers] = await sql<{ b: number }[]>`SELECT pg_size_bytes(current_setting('shared_buffers'))::float8 AS b`
+  return {
+    ingestMessages,
+    memory: { sharedBuffersMiB: round((buffers?.b ?? 0) / 2 ** 20, 0), ramGiB: round(totalmem() / 2 ** 30, 1) },
+    vaultBytesPerLogin: round(v?.b ?? 0, 0),
+    points,
+  }
 }
