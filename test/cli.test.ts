@@ -72,15 +72,17 @@ function assertOneLine(run: Run, code: number, pattern: RegExp, what: string): v
 
 test('every CLI answers --help with its usage and a wrong option with one line and exit 2', async (t) => {
   const dataDir = await tempDir(t)
+  // A CLI's three runs at once: each is a process start, mostly waiting on module loading.
   for (const name of CLIS) {
-    for (const flag of ['--help', '-h']) {
-      const help = await cli(name, [flag], { DATA_DIR: dataDir })
+    const [long, short, unknown] = await Promise.all([
+      cli(name, ['--help'], { DATA_DIR: dataDir }), cli(name, ['-h'], { DATA_DIR: dataDir }), cli(name, ['--no-such-flag'], { DATA_DIR: dataDir }),
+    ])
+    for (const [flag, help] of [['--help', long], ['-h', short]] as const) {
       assert.equal(help.code, 0, `${name} ${flag}: ${help.stderr}`)
       assert.match(help.stdout, new RegExp(`^usage: npm run ${name}`), `${name} ${flag} prints its usage`)
       assert.match(help.stdout, /Exit codes/, `${name} ${flag} documents its exit codes`)
       assert.equal(help.stderr, '')
     }
-    const unknown = await cli(name, ['--no-such-flag'], { DATA_DIR: dataDir })
     assertOneLine(unknown, 2, new RegExp(`^login-ingest ${name}: unknown option '--no-such-flag' \\(see npm run ${name} -- --help\\)\\n$`), `${name} --no-such-flag`)
   }
 })

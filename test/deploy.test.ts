@@ -647,9 +647,14 @@ test('the compiled service, configured as docker compose configures it, ingests 
   }, 30_000, 'the 99 valid samples in GET /logins')
   assert.equal((await get('/logins'))?.status, 401)
 
-  const metricsText = await (await get('/metrics'))?.text() ?? ''
-  const series = parseMetrics(metricsText)
+  // A batch's rows are visible once it commits; its counters move after its messages are
+  // deleted, a moment later (and under load, several receives' batches later).
+  let series: ReturnType<typeof parseMetrics> = []
   const count = (outcome: string): number | undefined => series.find((s) => s.name === 'login_ingest_messages_total' && s.labels.outcome === outcome)?.value
+  await waitFor(async () => {
+    series = parseMetrics(await (await get('/metrics'))?.text() ?? '')
+    return count('deleted') === 100
+  }, 30_000, 'the counters to count the 100 deleted messages').catch(() => {})
   assert.deepEqual(
     { received: count('received'), inserted: count('inserted'), rejected: count('rejected'), deleted: count('deleted') },
     { received: 100, inserted: 99, rejected: 1, deleted: 100 },

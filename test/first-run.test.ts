@@ -7,7 +7,7 @@ import { mkdtemp, readFile, readdir, readlink, rm } from 'node:fs/promises'
 import { createServer, type Server } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { test, type TestContext } from 'node:test'
+import { describe, test, type TestContext } from 'node:test'
 import { SendMessageCommand, SQSClient } from '@aws-sdk/client-sqs'
 import postgres from 'postgres'
 import { startEmbeddedDatabase } from '../src/embedded/database.ts'
@@ -98,96 +98,101 @@ async function killAt(t: TestContext, dir: string, pattern: RegExp, what: string
   await first.exit
 }
 
-test('first start killed before it listens: the next start ends with 99 rows and 1 rejection', { skip: embeddedPassOnly }, async (t) => {
-  const dir = await dataDir(t)
-  await killAt(t, dir, /DATABASE_URL not set/, 'the embedded database to start')
-  await expectRepaired(t, dir)
+// Each start is its own DATA_DIR and free ports, and most of a start is waiting (PGlite, the
+// samples, the drain): two at a time.
+describe('first contact on embedded defaults', { concurrency: 2 }, () => {
+  test('first start killed before it listens: the next start ends with 99 rows and 1 rejection', { skip: embeddedPassOnly }, async (t) => {
+    const dir = await dataDir(t)
+    await killAt(t, dir, /DATABASE_URL not set/, 'the embedded database to start')
+    await expectRepaired(t, dir)
+  })
+
+  test('first start killed while the samples are being sent: the next start sends the missing ones, none twice', { skip: embeddedPassOnly }, async (t) => {
+    const dir = await dataDir(t)
+    await killAt(t, dir, /sample messages sent/, 'the first sample batch to be sent')
+    await expectRepaired(t, dir)
+  })
+
+  test('first start killed while the samples are being stored: the next start sends only what was not stored', { skip: embeddedPassOnly }, async (t) => {
+    const dir = await dataDir(t)
+    await killAt(t, dir, /"msg":"batch stored"/, 'the first batch to be stored')
+    await expectRepaired(t, dir)
+  })
+
+  test('a taken port stops the first start with one line naming it; the next start has every sample', { skip: embeddedPassOnly }, async (t) => {
+    const dir = await dataDir(t)
+    const blocker: Server = createServer()
+    await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', resolve))
+    t.after(() => blocker.close())
+    const port = (blocker.address() as { port: number }).port
+    const first = start(t, dir, { PORT: String(port) })
+    const { code } = await first.exit
+    assert.equal(code, 1)
+    assert.match(first.stderr(), new RegExp(`login-ingest: cannot start: 127\\.0\\.0\\.1:${port} is taken`))
+    assert.ok(!/EADDRINUSE/.test(first.stderr()), 'one clear line, not a stack trace')
+    await expectRepaired(t, dir)
+  })
+
+  test('one process per DATA_DIR: a second start stops at once naming the first; a killed owner\'s lock is taken over', { skip: embeddedPassOnly }, async (t) => {
+    const dir = await dataDir(t)
+    const first = start(t, dir)
+    await waitForLog(first, /login-ingest listening/, 'the first service to listen')
+    const second = start(t, dir)
+    const { code } = await second.exit
+    assert.equal(code, 1)
+    const lines = second.stderr().trim().split('\n').filter((l) => l.startsWith('login-ingest:'))
+    assert.equal(lines.length, 1, second.stderr())
+    assert.match(lines[0] ?? '', new RegExp(`DATA_DIR .* is in use by process ${String(first.pid)}`))
+    assert.ok(!second.stdout().includes('embedded queue filled'), 'the second process touched nothing')
+
+    first.kill('SIGKILL')
+    await first.exit
+    const lock = JSON.parse(await readFile(join(dir, 'lock.json'), 'utf8')) as { pid: number }
+    assert.equal(lock.pid, first.pid, 'the killed process left its lock behind')
+    const third = start(t, dir)
+    await waitForLog(third, /login-ingest listening/, 'the third service to take over the stale lock')
+    third.kill('SIGTERM')
+    assert.equal((await third.exit).code, 0)
+  })
+
+  test('on embedded defaults every socket the service listens on is on loopback, and runtime.json says where they are', { skip: embeddedPassOnly }, async (t) => {
+    const dir = await dataDir(t)
+    const service = start(t, dir)
+    await waitForLog(service, /login-ingest listening/, 'the service to listen')
+    const pid = service.pid
+    const listening = await listeningAddresses(pid)
+    assert.ok(listening.length >= 3, `the API, PGlite's socket and the SQS emulator at least: ${JSON.stringify(listening)}`)
+    for (const address of listening) assert.ok(address === '127.0.0.1' || address === '::1', `listens on ${address}`)
+
+    const runtime = JSON.parse(await readFile(join(dir, 'runtime.json'), 'utf8')) as RuntimeInfo
+    assert.equal(runtime.pid, pid)
+    assert.equal(runtime.api, service.address())
+    assert.equal(runtime.embeddedDatabase, true)
+    assert.ok(runtime.queue !== null)
+    assert.match(runtime.queue.localstackUrl, /^http:\/\/localhost:\d+\/000000000000\/login-queue$/)
+
+    // The exercise's own way in: a LocalStack-style endpoint and queue URL, with any credentials.
+    const port = new URL(runtime.queue.localstackUrl).port
+    const client = new SQSClient({ endpoint: `http://localhost:${port}`, region: 'us-east-1', credentials: EMULATOR_CREDENTIALS })
+    t.after(() => client.destroy())
+    const record = loginRecord()
+    await client.send(new SendMessageCommand({ QueueUrl: runtime.queue.localstackUrl, MessageBody: JSON.stringify(record) }))
+    const key = demoKey(dir)
+    await waitFor(async () => {
+      const response = await fetch(`${runtime.api}/logins?user_id=${encodeURIComponent(record.user_id)}`, { headers: { authorization: `Bearer ${key}` } })
+      return response.status === 200 && ((await response.json()) as { items: unknown[] }).items.length === 1
+    }, 30_000, 'the message sent to the LocalStack-style URL to be stored')
+    await waitForLog(service, /"msg":"ingestion: \d+ received/, 'the progress line')
+
+    service.kill('SIGTERM')
+    assert.equal((await service.exit).code, 0)
+    await assert.rejects(readFile(join(dir, 'runtime.json')), 'runtime.json is removed on a clean stop')
+    await assert.rejects(readFile(join(dir, 'lock.json')), 'and the lock released')
+  })
+
+  /** Local addresses of the TCP sockets in LISTEN state that process `pid` holds, from /proc. */
 })
 
-test('first start killed while the samples are being sent: the next start sends the missing ones, none twice', { skip: embeddedPassOnly }, async (t) => {
-  const dir = await dataDir(t)
-  await killAt(t, dir, /sample messages sent/, 'the first sample batch to be sent')
-  await expectRepaired(t, dir)
-})
-
-test('first start killed while the samples are being stored: the next start sends only what was not stored', { skip: embeddedPassOnly }, async (t) => {
-  const dir = await dataDir(t)
-  await killAt(t, dir, /"msg":"batch stored"/, 'the first batch to be stored')
-  await expectRepaired(t, dir)
-})
-
-test('a taken port stops the first start with one line naming it; the next start has every sample', { skip: embeddedPassOnly }, async (t) => {
-  const dir = await dataDir(t)
-  const blocker: Server = createServer()
-  await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', resolve))
-  t.after(() => blocker.close())
-  const port = (blocker.address() as { port: number }).port
-  const first = start(t, dir, { PORT: String(port) })
-  const { code } = await first.exit
-  assert.equal(code, 1)
-  assert.match(first.stderr(), new RegExp(`login-ingest: cannot start: 127\\.0\\.0\\.1:${port} is taken`))
-  assert.ok(!/EADDRINUSE/.test(first.stderr()), 'one clear line, not a stack trace')
-  await expectRepaired(t, dir)
-})
-
-test('one process per DATA_DIR: a second start stops at once naming the first; a killed owner\'s lock is taken over', { skip: embeddedPassOnly }, async (t) => {
-  const dir = await dataDir(t)
-  const first = start(t, dir)
-  await waitForLog(first, /login-ingest listening/, 'the first service to listen')
-  const second = start(t, dir)
-  const { code } = await second.exit
-  assert.equal(code, 1)
-  const lines = second.stderr().trim().split('\n').filter((l) => l.startsWith('login-ingest:'))
-  assert.equal(lines.length, 1, second.stderr())
-  assert.match(lines[0] ?? '', new RegExp(`DATA_DIR .* is in use by process ${String(first.pid)}`))
-  assert.ok(!second.stdout().includes('embedded queue filled'), 'the second process touched nothing')
-
-  first.kill('SIGKILL')
-  await first.exit
-  const lock = JSON.parse(await readFile(join(dir, 'lock.json'), 'utf8')) as { pid: number }
-  assert.equal(lock.pid, first.pid, 'the killed process left its lock behind')
-  const third = start(t, dir)
-  await waitForLog(third, /login-ingest listening/, 'the third service to take over the stale lock')
-  third.kill('SIGTERM')
-  assert.equal((await third.exit).code, 0)
-})
-
-test('on embedded defaults every socket the service listens on is on loopback, and runtime.json says where they are', { skip: embeddedPassOnly }, async (t) => {
-  const dir = await dataDir(t)
-  const service = start(t, dir)
-  await waitForLog(service, /login-ingest listening/, 'the service to listen')
-  const pid = service.pid
-  const listening = await listeningAddresses(pid)
-  assert.ok(listening.length >= 3, `the API, PGlite's socket and the SQS emulator at least: ${JSON.stringify(listening)}`)
-  for (const address of listening) assert.ok(address === '127.0.0.1' || address === '::1', `listens on ${address}`)
-
-  const runtime = JSON.parse(await readFile(join(dir, 'runtime.json'), 'utf8')) as RuntimeInfo
-  assert.equal(runtime.pid, pid)
-  assert.equal(runtime.api, service.address())
-  assert.equal(runtime.embeddedDatabase, true)
-  assert.ok(runtime.queue !== null)
-  assert.match(runtime.queue.localstackUrl, /^http:\/\/localhost:\d+\/000000000000\/login-queue$/)
-
-  // The exercise's own way in: a LocalStack-style endpoint and queue URL, with any credentials.
-  const port = new URL(runtime.queue.localstackUrl).port
-  const client = new SQSClient({ endpoint: `http://localhost:${port}`, region: 'us-east-1', credentials: EMULATOR_CREDENTIALS })
-  t.after(() => client.destroy())
-  const record = loginRecord()
-  await client.send(new SendMessageCommand({ QueueUrl: runtime.queue.localstackUrl, MessageBody: JSON.stringify(record) }))
-  const key = demoKey(dir)
-  await waitFor(async () => {
-    const response = await fetch(`${runtime.api}/logins?user_id=${encodeURIComponent(record.user_id)}`, { headers: { authorization: `Bearer ${key}` } })
-    return response.status === 200 && ((await response.json()) as { items: unknown[] }).items.length === 1
-  }, 30_000, 'the message sent to the LocalStack-style URL to be stored')
-  await waitForLog(service, /"msg":"ingestion: \d+ received/, 'the progress line')
-
-  service.kill('SIGTERM')
-  assert.equal((await service.exit).code, 0)
-  await assert.rejects(readFile(join(dir, 'runtime.json')), 'runtime.json is removed on a clean stop')
-  await assert.rejects(readFile(join(dir, 'lock.json')), 'and the lock released')
-})
-
-/** Local addresses of the TCP sockets in LISTEN state that process `pid` holds, from /proc. */
 async function listeningAddresses(pid: number): Promise<string[]> {
   const inodes = new Set<string>()
   for (const fd of await readdir(`/proc/${pid}/fd`)) {
