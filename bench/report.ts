@@ -113,16 +113,16 @@ export function markdown(report: Report): string {
     const c = sc8.points[0]?.http.connections ?? 10
     out.push(`| growing dataset (8), rows in user_logins | ingest msg/s, new month | vs empty | ingest msg/s, last loaded month | vs empty | fold µs/msg | GET /logins p50 / p99 ms, HTTP ${c} conns | duplicates p50 / p99 ms, HTTP ${c} conns | GET /logins p50 / p99 ms, store, 1 at a time | duplicates p50 / p99 ms, store, 10 at a time | table + indexes MiB | B/login (table + indexes) | summary B/login | reads per msg, PostgreSQL blocks / disk KiB: ingest new month; last month; fold |`,
       '| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |')
-    const reads = (io: IoPerMessage | null | undefined): string => (io ? `${n(io.blocksRead, 2)} / ${io.diskReadKiB === null ? '—' : n(io.diskReadKiB, 2)}` : '—')
+    const reads = (io: IoPerMessage | null): string => (io ? `${n(io.blocksRead, 2)} / ${io.diskReadKiB === null ? '—' : n(io.diskReadKiB, 2)}` : '—')
     const empty = sc8.points[0]?.ingestPerSecond ?? NaN
     for (const p of sc8.points) {
       const full = p.ingestFullMonthPerSecond ?? null
       out.push(`| ${n(p.rows)} | ${n(p.ingestPerSecond)} | ${n(p.ingestPerSecond / empty, 2)} | ${full === null ? '—' : n(full)} | ${full === null ? '—' : n(full / empty, 2)} | ${n((p.refreshMs * 1000) / Math.max(1, p.foldedMessages))} | ${n(p.http.page.p50Ms, 2)} / ${n(p.http.page.p99Ms, 2)} | ${n(p.http.duplicates.p50Ms, 2)} / ${n(p.http.duplicates.p99Ms, 2)} | ${n(p.pageP50Ms, 2)} / ${n(p.pageP99Ms, 2)} | ` +
         `${n(p.duplicatesP50Ms, 2)} / ${n(p.duplicatesP99Ms, 2)} | ${n(p.tableMiB + p.indexesMiB, 1)} | ${n(p.bytesPerLogin)} | ${n(p.summaryBytesPerLogin)} | ` +
-        `${p.io ? `${reads(p.io.newMonth)}; ${reads(p.io.lastLoadedMonth)}; ${reads(p.io.fold)}` : '—'} |`)
+        `${reads(p.io.newMonth)}; ${reads(p.io.lastLoadedMonth)}; ${reads(p.io.fold)} |`)
     }
     out.push(`\nVault: ${n(sc8.vaultBytesPerLogin)} B per login with originals (${n(sc8.ingestMessages)} messages a run through the pipeline's store path, two runs into each month, interleaved; msg/s are their means)` +
-      `${sc8.memory ? `; shared_buffers ${n(sc8.memory.sharedBuffersMiB)} MiB, RAM ${n(sc8.memory.ramGiB, 1)} GiB` : ''}.`, '')
+      `; shared_buffers ${n(sc8.memory.sharedBuffersMiB)} MiB, RAM ${n(sc8.memory.ramGiB, 1)} GiB.`, '')
   }
   const mem = s.memory
   if (mem) {

@@ -189,10 +189,9 @@ describe('first contact on embedded defaults', { concurrency: 2 }, () => {
     await assert.rejects(readFile(join(dir, 'runtime.json')), 'runtime.json is removed on a clean stop')
     await assert.rejects(readFile(join(dir, 'lock.json')), 'and the lock released')
   })
-
-  /** Local addresses of the TCP sockets in LISTEN state that process `pid` holds, from /proc. */
 })
 
+/** Local addresses of the TCP sockets in LISTEN state that process `pid` holds, from /proc. */
 async function listeningAddresses(pid: number): Promise<string[]> {
   const inodes = new Set<string>()
   for (const fd of await readdir(`/proc/${pid}/fd`)) {

@@ -109,8 +109,14 @@ async function ioSnapshot(sql: Context['db']['sql']): Promise<IoSnapshot> {
   return { blocksRead: row?.r ?? 0, blocksHit: row?.h ?? 0, lsn: row?.lsn ?? '0/0', diskRead: disk?.read ?? null, diskWritten: disk?.written ?? null }
 }
 
+/** A WAL position (`pg_lsn` text, two hex halves) in bytes. */
+const lsnBytes = (lsn: string): number => {
+  const [hi = '0', lo = '0'] = lsn.split('/')
+  return parseInt(hi, 16) * 2 ** 32 + parseInt(lo, 16)
+}
+
 /** The difference of snapshot pairs (summed over the pairs), per message. */
-async function ioPerMessage(sql: Context['db']['sql'], pairs: [IoSnapshot, IoSnapshot][], messages: number): Promise<IoPerMessage> {
+function ioPerMessage(pairs: [IoSnapshot, IoSnapshot][], messages: number): IoPerMessage {
   let blocksRead = 0
   let blocksHit = 0
   let wal = 0
@@ -119,8 +125,7 @@ async function ioPerMessage(sql: Context['db']['sql'], pairs: [IoSnapshot, IoSna
   for (const [a, b] of pairs) {
     blocksRead += b.blocksRead - a.blocksRead
     blocksHit += b.blocksHit - a.blocksHit
-    const [d] = await sql<{ b: number }[]>`SELECT pg_wal_lsn_diff(${b.lsn}, ${a.lsn})::float8 AS b`
-    wal += d?.b ?? 0
+    wal += lsnBytes(b.lsn) - lsnBytes(a.lsn)
     diskRead = diskRead === null || a.diskRead === null || b.diskRead === null ? null : diskRead + b.diskRead - a.diskRead
     diskWritten = diskWritten === null || a.diskWritten === null || b.diskWritten === null ? null : diskWritten + b.diskWritten - a.diskWritten
   }
@@ -285,9 +290,9 @@ export async function scale(ctx: Context, sizes: number[], ingestMessages: numbe
     await refreshDuplicates(sql, { wait: true })
     const refreshMs = performance.now() - refreshStarted
     const io: ScalePoint['io'] = {
-      newMonth: await ioPerMessage(sql, newIo, ingestMessages * newRuns.length),
-      lastLoadedMonth: fullRuns.length > 0 ? await ioPerMessage(sql, fullIo, ingestMessages * fullRuns.length) : null,
-      fold: await ioPerMessage(sql, [[foldBefore, await ioSnapshot(sql)]], foldedMessages),
+      newMonth: ioPerMessage(newIo, ingestMessages * newRuns.length),
+      lastLoadedMonth: fullRuns.length > 0 ? ioPerMessage(fullIo, ingestMessages * fullRuns.length) : null,
+      fold: ioPerMessage([[foldBefore, await ioSnapshot(sql)]], foldedMessages),
     }
 
     const [sample] = await sql<{ user_id: string }[]>`SELECT user_id FROM user_logins ORDER BY id DESC LIMIT 1 OFFSET 50`

@@ -4,6 +4,7 @@ import { pseudonymAddress, type IpPrefixer } from '../pii/ip-prefix.ts'
 import { loginAad, periodOf, rejectionAad, seal, type DataKey, type KeyScope, type Vault } from '../pii/vault.ts'
 import { encodeAppVersion } from './app-version.ts'
 import { isDataError, refusalReason } from '../db/errors.ts'
+import { compareKeys } from '../db/lock-order.ts'
 import { MonthPartitions } from '../logins/partitions.ts'
 import { lockMaskKeyStateShared } from '../pii/mask-keys.ts'
 import { parseLoginMessage } from './message.ts'
@@ -212,9 +213,9 @@ export class LoginPipeline {
     // replica mid-batch arrives there in another order, and two transactions inserting the same
     // keys in different orders each wait for a row the other holds (a deadlock, and a retry).
     const logins = items.filter((i): i is SealedLogin => i.kind === 'login')
-      .sort((a, b) => compare(a.row.create_date, b.row.create_date) || compare(a.message.messageId, b.message.messageId))
+      .sort((a, b) => compareKeys(a.row.create_date, b.row.create_date) || compareKeys(a.message.messageId, b.message.messageId))
     const rejections = items.filter((i): i is SealedRejection => i.kind === 'rejection')
-      .sort((a, b) => compare(a.message.messageId, b.message.messageId))
+      .sort((a, b) => compareKeys(a.message.messageId, b.message.messageId))
     const insertedIds = new Set<string>()
     const rejectedIds = new Map<string, string>()
     const rejectedReasons: Record<string, number> = {}
@@ -287,5 +288,3 @@ export class LoginPipeline {
     return { inserted, rejected, rejectedReasons, duplicates: items.length - inserted - rejected, insertedIds, rejectedIds }
   }
 }
-
-const compare = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0)

@@ -1,5 +1,6 @@
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto'
 import type { Sql } from 'postgres'
+import { compareKeys } from '../db/lock-order.ts'
 import type { Keyring } from './keys.ts'
 
 const NONCE_BYTES = 12
@@ -97,7 +98,7 @@ export class Vault {
     const found = await this.load([...wanted.values()])
     // In one fixed order: a statement holds the keys it inserted until it ends, so two sessions
     // inserting overlapping keys in different orders would each wait for the other's next one.
-    const missing = [...wanted.entries()].filter(([k]) => !found.has(k)).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, scope]) => scope)
+    const missing = [...wanted.entries()].filter(([k]) => !found.has(k)).sort(([a], [b]) => compareKeys(a, b)).map(([, scope]) => scope)
     if (missing.length > 0) {
       const created = new Map(missing.map((scope) => [scopeKey(scope), { scope, key: randomBytes(32) }]))
       const rows = [...created.values()].map(({ scope, key }) => {
