@@ -62,7 +62,10 @@ test('docs/deploy-aws.md: the service\'s role of the documented grants ingests, 
   assert.equal(stored.inserted, 3)
   const [part] = await sql<{ part: string }[]>`SELECT DISTINCT tableoid::regclass::text AS part FROM user_logins`
   assert.equal(part?.part, 'user_logins_2031_05', 'the month was made for the role')
+  const queuePages = async () => (await sql<{ pages: number }[]>`SELECT pg_relation_size('login_summary_pending')::int / 8192 AS pages`)[0]?.pages
+  assert.ok(((await queuePages()) ?? 0) > 0, 'the pending changes fill a page')
   assert.equal(await refreshDuplicates(sql, { wait: true }), 3)
+  assert.equal(await queuePages(), 0, 'the role may truncate the emptied queue')
   const summary = await sql<{ logins: number; users: number }[]>`SELECT logins::int, users FROM login_duplicates`
   assert.deepEqual([...summary], [{ logins: 2, users: 2 }])
   await eraseUserPii(sql, 'u-2', { deleteRows: true })

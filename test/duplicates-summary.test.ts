@@ -302,3 +302,56 @@ test('the report with its pending count: the same rows and order as listDuplicat
     ['ip', 'k1:b', 2, 1, '2026-01-04', '2026-01-05'],
   ])
 })
+
+/** Pages of the pending queue on disk (0 once truncated). */
+async function queuePages(sql: Sql): Promise<number> {
+  const [row] = await sql<{ pages: number }[]>`SELECT (pg_relation_size('login_summary_pending') / 8192)::int AS pages`
+  return row?.pages ?? -1
+}
+
+const insertLogin = (sql: Sql, messageId: string, ip: string) => sql`
+  INSERT INTO user_logins (message_id, user_id, device_type, masked_ip, masked_device_id, create_date, mask_key_id)
+  VALUES (${messageId}, 'u-q', 'ios', ${ip}, NULL, '2026-02-03', 'k1')`
+
+test('duplicates summary: a fold that empties its queue truncates it; a change committed after the fold\'s snapshot keeps it', async (t) => {
+  const db = await testDatabase(t)
+  const sql = db.sql
+  await migrate(sql)
+  for (let i = 0; i < 300; i++) await insertLogin(sql, `q-${i}`, `k1:q-${i % 50}`)
+  assert.ok((await queuePages(sql)) > 0)
+  assert.equal(await refreshDuplicates(sql, { wait: true }), 300)
+  assert.equal(await queuePages(sql), 0, 'the deleted changes are gone from the queue\'s pages, not left for autovacuum')
+  assert.deepEqual(await summary(sql), await truth(sql))
+
+  // The fold's DELETE saw nothing of a change committed after its snapshot; the check under the
+  // lock does, and leaves the queue as it is.
+  await insertLogin(sql, 'q-late', 'k1:q-1')
+  const [compacted] = await sql<{ done: boolean }[]>`SELECT login_summary_pending_compact() AS done`
+  assert.equal(compacted?.done, false)
+  assert.equal(await duplicatesPending(sql), 1, 'the late change is still pending')
+  assert.equal(await refreshDuplicates(sql, { wait: true }), 1)
+  assert.equal(await queuePages(sql), 0)
+  assert.deepEqual(await summary(sql), await truth(sql))
+  assert.deepEqual(await singles(sql), await truthSingles(sql))
+})
+
+test('duplicates summary: the fold does not truncate its queue while another transaction writes it, and that transaction\'s changes are folded after it commits', { skip: serverUrl === undefined ? 'needs two sessions (PostgreSQL server; PGlite serves one)' : false }, async (t) => {
+  const db = await testDatabase(t, { max: 4 })
+  const sql = db.sql
+  await migrate(sql)
+  for (let i = 0; i < 100; i++) await insertLogin(sql, `w-${i}`, `k1:w-${i % 10}`)
+  // An ingesting transaction in flight: its row and its pending change are not committed yet.
+  const writer = await sql.reserve()
+  let open = true
+  const finish = async (how: 'COMMIT' | 'ROLLBACK') => { if (open) { open = false; await writer.unsafe(how); writer.release() } }
+  t.after(() => finish('ROLLBACK'))
+  await writer`BEGIN`
+  await insertLogin(writer, 'w-open', 'k1:w-3')
+  assert.equal(await refreshDuplicates(sql, { wait: true }), 100)
+  assert.ok((await queuePages(sql)) > 0, 'not truncated: a writer held the queue')
+  await finish('COMMIT')
+  assert.equal(await refreshDuplicates(sql, { wait: true }), 1, 'the writer\'s change, folded once it committed')
+  assert.equal(await queuePages(sql), 0)
+  assert.deepEqual(await summary(sql), await truth(sql))
+  assert.deepEqual(await singles(sql), await truthSingles(sql))
+})

@@ -21,7 +21,11 @@ export async function refreshDuplicates(sql: Sql, options: { wait: boolean }): P
       if (row?.locked !== true) return -1
     }
     const [row] = await tx<{ n: number }[]>`SELECT login_duplicates_refresh() AS n`
-    return row?.n ?? 0
+    const folded = row?.n ?? 0
+    // What the fold deleted stays in the queue's pages until autovacuum, and the report's count
+    // of pending changes reads them all: truncated now if nothing else writes the queue (migration 014).
+    if (folded > 0) await tx`SELECT login_summary_pending_compact()`
+    return folded
   })
 }
 
