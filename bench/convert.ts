@@ -1,5 +1,6 @@
-// Times migrations 011 (user_logins to monthly partitions) and 012 (the single values, built by
-// grouping every row) on a table that already holds rows:
+// Times migrations 011 (user_logins to monthly partitions), 012 (the single values, built by
+// grouping every row) and the later ones (013 rebuilds the two mask indexes) on a table that
+// already holds rows:
 // `node --import tsx bench/convert.ts [rows]` (default 1,000,000). Creates and drops a database
 // of its own on DATABASE_URL's server (default postgres://postgres@127.0.0.1:5432/postgres).
 import { randomBytes } from 'node:crypto'
@@ -19,6 +20,7 @@ try {
   const before = all.filter((m) => m.version < '011')
   const conversion = all.filter((m) => m.version.startsWith('011'))
   const singles = all.filter((m) => m.version.startsWith('012'))
+  const later = all.filter((m) => m.version > '013')
   await migrate(sql, before)
   // Rows as the service writes them, over a year (twelve months to make), with a vault row each.
   await sql`ALTER TABLE user_logins DISABLE TRIGGER user_logins_summary_insert`
@@ -41,11 +43,16 @@ try {
   const built = performance.now()
   await migrate(sql, singles)
   const singleSeconds = (performance.now() - built) / 1000
+  await sql`CHECKPOINT`
+  const rebuilt = performance.now()
+  await migrate(sql, later)
+  const laterSeconds = (performance.now() - rebuilt) / 1000
   const perMillion = (s: number) => Math.round((s / rows) * 1e7) / 10
   console.log(JSON.stringify({
     rows,
     seconds: Math.round(seconds * 10) / 10, secondsPerMillion: perMillion(seconds), partitions: parts?.n,
     singleValuesSeconds: Math.round(singleSeconds * 10) / 10, singleValuesSecondsPerMillion: perMillion(singleSeconds),
+    laterMigrations: later.map((m) => m.version), laterSeconds: Math.round(laterSeconds * 10) / 10, laterSecondsPerMillion: perMillion(laterSeconds),
   }))
 } finally {
   await sql.end({ timeout: 5 })
