@@ -121,6 +121,14 @@ export function markdown(report: Report): string {
         `${n(p.duplicatesP50Ms, 2)} / ${n(p.duplicatesP99Ms, 2)} | ${n(p.tableMiB + p.indexesMiB, 1)} | ${n(p.bytesPerLogin)} | ${n(p.summaryBytesPerLogin)} | ` +
         `${reads(p.io.newMonth)}; ${reads(p.io.lastLoadedMonth)}; ${reads(p.io.fold)} |`)
     }
+    for (const p of sc8.points) {
+      const r = p.reference
+      if (r) {
+        out.push(`\nOver HTTP in turns, ${n(p.rows)} and ${n(r.rows)} rows (${p.http.rounds} runs of ${p.http.seconds} s each, p99 of each run): ` +
+          `GET /logins ${p.http.p99Runs.page.join(', ')} ms against ${r.http.p99Runs.page.join(', ')} ms (mean ${n(p.http.page.p99Ms, 1)} / ${n(r.http.page.p99Ms, 1)}: ${n(p.http.page.p99Ms / r.http.page.p99Ms, 2)}x); ` +
+          `duplicates ${p.http.p99Runs.duplicates.join(', ')} ms against ${r.http.p99Runs.duplicates.join(', ')} ms.`)
+      }
+    }
     out.push(`\nVault: ${n(sc8.vaultBytesPerLogin)} B per login with originals (${n(sc8.ingestMessages)} messages a run through the pipeline's store path, two runs into each month, interleaved; msg/s are their means)` +
       `; shared_buffers ${n(sc8.memory.sharedBuffersMiB)} MiB, RAM ${n(sc8.memory.ramGiB, 1)} GiB.`, '')
   }

@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
 import { totalmem } from 'node:os'
 import { setTimeout as sleep } from 'node:timers/promises'
@@ -11,10 +12,12 @@ import { refreshDuplicates } from '../../src/logins/summary.ts'
 import { Masker } from '../../src/pii/mask.ts'
 import { Vault, keyringProvider } from '../../src/pii/vault.ts'
 import { round, type Context } from '../lib/context.ts'
-import { rebuildSummary, resetTables } from '../lib/db.ts'
+import { createBenchDatabase, rebuildSummary, resetTables } from '../lib/db.ts'
 import { messageSource } from '../lib/messages.ts'
 import { deleteQueue } from '../lib/sqs.ts'
-import { load, startApiService, type LoadResult } from './api.ts'
+import { prepareDatabase } from '../../src/prepare.ts'
+import type { RunningService } from '../lib/service.ts'
+import { load, meanLoad, startApiService, type LoadResult } from './api.ts'
 
 export interface ScalePoint {
   rows: number
@@ -38,9 +41,12 @@ export interface ScalePoint {
   /**
    * Through the service over HTTP (autocannon from a process of its own, 10 connections, the
    * service on this database with its worker off): GET /logins?limit=100 and
-   * GET /logins/duplicates?field=all&limit=100, the endpoints the targets name.
+   * GET /logins/duplicates?field=all&limit=100, the endpoints the targets name; the mean of
+   * `rounds` runs of each, and each run's p99.
    */
-  http: { connections: number; seconds: number; page: LoadResult; duplicates: LoadResult }
+  http: { connections: number; seconds: number; rounds: number; page: LoadResult; duplicates: LoadResult; p99Runs: { page: number[]; duplicates: number[] } }
+  /** Sizes above the reference (the smallest): the reference table's HTTP figures, measured in turns with this table's. */
+  reference?: { rows: number; http: ScalePoint['http'] }
   /**
    * Reads and writes per message of the ingestion runs into each month and of the fold:
    * PostgreSQL's blocks read (not in shared_buffers: from the OS page cache or the disk) and hit,
@@ -144,31 +150,56 @@ const PAGE_SAMPLES = 1000
 const INGEST_RUNS = 2
 /** autocannon connections of the HTTP figures: the issue's targets say 10 */
 const HTTP_CONNECTIONS = 10
+/** autocannon runs of each endpoint on each table; a table's figures are their mean */
+const HTTP_ROUNDS = 4
 
 /**
  * The two endpoints through the service as it runs in production (its own process, NODE_ENV
- * production, its pool and its serialization), loaded from a third process; a warm-up run of
- * each first, not counted.
+ * production, its pool and its serialization), loaded from a third process, on one table or on
+ * two side by side: a service on each database, loaded in turns (A B, then B A, ...), so that
+ * the machine's drift from one minute to the next hits both tables alike. A warm-up run of each
+ * first, not counted; then HTTP_ROUNDS runs of each, whose mean is the table's figure.
  */
-async function httpLatency(ctx: Context): Promise<ScalePoint['http']> {
-  const seconds = ctx.options.apiSeconds
-  const { service, queueUrl } = await startApiService(ctx, 'bench-scale')
+async function httpLatency(tables: Context[]): Promise<ScalePoint['http'][]> {
+  const seconds = tables[0]?.options.apiSeconds ?? 5
+  const services: { ctx: Context; service: RunningService; queueUrl: string }[] = []
   try {
-    const run = async (path: string, warm: number): Promise<LoadResult> => {
-      const url = `${service.url}${path}`
-      const check = await fetch(url, { headers: { authorization: `Bearer ${ctx.keys.token}` } })
-      if (!check.ok) throw new Error(`${path}: HTTP ${check.status} ${await check.text()}`)
-      await check.arrayBuffer()
-      await load(service.pid, url, ctx.keys.token, HTTP_CONNECTIONS, warm)
-      return load(service.pid, url, ctx.keys.token, HTTP_CONNECTIONS, seconds)
+    for (const [i, ctx] of tables.entries()) services.push({ ctx, ...(await startApiService(ctx, `bench-scale-${i}`)) })
+    const measure = async (path: string): Promise<{ mean: LoadResult; p99Runs: number[] }[]> => {
+      const warm = Math.max(1, Math.round(seconds / 3))
+      for (const { ctx, service } of services) {
+        const url = `${service.url}${path}`
+        const check = await fetch(url, { headers: { authorization: `Bearer ${ctx.keys.token}` } })
+        if (!check.ok) throw new Error(`${path}: HTTP ${check.status} ${await check.text()}`)
+        await check.arrayBuffer()
+        await load(service.pid, url, ctx.keys.token, HTTP_CONNECTIONS, warm)
+      }
+      const runs = services.map(() => [] as LoadResult[])
+      for (let round = 0; round < HTTP_ROUNDS; round++) {
+        const order = [...services.keys()]
+        if (round % 2 === 1) order.reverse()
+        for (const i of order) {
+          const { ctx, service } = services[i] as (typeof services)[number]
+          runs[i]?.push(await load(service.pid, `${service.url}${path}`, ctx.keys.token, HTTP_CONNECTIONS, seconds))
+        }
+      }
+      return runs.map((r) => ({ mean: meanLoad(r), p99Runs: r.map((x) => x.p99Ms) }))
     }
-    const warm = Math.max(1, Math.round(seconds / 3))
-    const page = await run('/logins?limit=100', warm)
-    const duplicates = await run('/logins/duplicates?field=all&limit=100', warm)
-    return { connections: HTTP_CONNECTIONS, seconds, page, duplicates }
+    const page = await measure('/logins?limit=100')
+    const duplicates = await measure('/logins/duplicates?field=all&limit=100')
+    return services.map((_, i) => ({
+      connections: HTTP_CONNECTIONS,
+      seconds,
+      rounds: HTTP_ROUNDS,
+      page: page[i]?.mean as LoadResult,
+      duplicates: duplicates[i]?.mean as LoadResult,
+      p99Runs: { page: page[i]?.p99Runs ?? [], duplicates: duplicates[i]?.p99Runs ?? [] },
+    }))
   } finally {
-    await service.child.stop()
-    await deleteQueue(ctx.emulator.client, queueUrl)
+    for (const { ctx, service, queueUrl } of services) {
+      await service.child.stop()
+      await deleteQueue(ctx.emulator.client, queueUrl)
+    }
   }
 }
 
@@ -184,7 +215,7 @@ const LAST_LOADED_MONTH = new Date(Date.UTC(2026, 2, 31))
  * one create_date per ~(rows/365) logins over a year. The summary trigger is off during the COPY
  * and the summary rebuilt afterwards with migration 009's own grouping (faster than folding).
  */
-async function grow(ctx: Context, masker: Masker, from: number, to: number): Promise<void> {
+export async function grow(ctx: Context, masker: Masker, from: number, to: number): Promise<void> {
   const sql = ctx.db.sql
   const source = messageSource(Math.max(to, 1), 3)
   const lines = Readable.from((function* () {
@@ -194,7 +225,7 @@ async function grow(ctx: Context, masker: Masker, from: number, to: number): Pro
       const sent = new Date(LOAD_FIRST_DAY + Math.floor((i / Math.max(to, 1)) * LOAD_DAYS * 86_400_000))
       const version = encodeAppVersion(b.app_version)
       yield `${[
-        `scale-${i}`, b.user_id, b.device_type, masker.maskIp(b.ip), masker.maskDeviceId(b.device_id), b.locale ?? null,
+        randomUUID(), b.user_id, b.device_type, masker.maskIp(b.ip), masker.maskDeviceId(b.device_id), b.locale ?? null,
         version === null ? null : String(version), b.app_version, sent.toISOString().slice(0, 10), sent.toISOString(), masker.keyId, sent.toISOString(),
       ].map(copyField).join('\t')}\n`
     }
@@ -216,142 +247,175 @@ async function grow(ctx: Context, masker: Masker, from: number, to: number): Pro
   await sql`CHECKPOINT`.catch((error: Error) => ctx.log(`   no CHECKPOINT (${error.message}): the measurements may race the write-back of the load`))
 }
 
-/** Section 8: ingestion, pages and the duplicates report on an empty table and on large ones, side by side. */
-export async function scale(ctx: Context, sizes: number[], ingestMessages: number): Promise<ScaleResult> {
-  const sql = ctx.db.sql
+/** Runs the store path once on the empty table, then empties it: code compiled, statements prepared, connections made before anything is timed. */
+async function warmUp(loginPipeline: LoginPipeline, sql: Context['db']['sql'], messages: number): Promise<void> {
+  const n = Math.min(messages, 5000)
+  const source = messageSource(n, 99)
+  for (let i = 0; i < n; i += 10) {
+    await loginPipeline.process(Array.from({ length: 10 }, (_, j) => ({
+      messageId: randomUUID(), receiptHandle: `rh-${i + j}`, body: source.body(i + j), sentAt: NEW_MONTH, receiveCount: 1,
+    })))
+  }
+  await refreshDuplicates(sql, { wait: true })
   await resetTables(sql)
-  await sql`TRUNCATE login_duplicate_pairs, login_duplicates, login_single_values, login_summary_pending`
-  const masker = new Masker(ctx.keys.mask)
-  const vault = new Vault(sql, keyringProvider(ctx.keys.master))
-  const loginPipeline = new LoginPipeline(sql, masker, vault)
-  const points: ScalePoint[] = []
-  let loaded = 0
-  let round_ = 0
-  // Warm-up, not counted: the pipeline's code compiled, its statements prepared, the connections
-  // made, before the empty table's round (the first) is timed; then the tables emptied again.
-  {
-    const source = messageSource(Math.min(ingestMessages, 5000), 99)
-    for (let i = 0; i < Math.min(ingestMessages, 5000); i += 10) {
-      await loginPipeline.process(Array.from({ length: 10 }, (_, j) => ({
-        messageId: `scale-warm-${i + j}`, receiptHandle: `rh-${i + j}`, body: source.body(i + j), sentAt: NEW_MONTH, receiveCount: 1,
+}
+
+/** One table's figures: ingestion into a new month and into the last loaded one, the fold, pages and reports at store level, sizes (HTTP is measured by the caller). */
+async function measureTable(ctx: Context, loginPipeline: LoginPipeline, size: number, loadSeconds: number, ingestMessages: number, round_: number): Promise<Omit<ScalePoint, 'http'>> {
+  const sql = ctx.db.sql
+  // Ingestion through the pipeline's store path, 2 batches of 10 in flight as the service runs it.
+  // Message ids are UUIDs, as SQS's are: each insert takes a random leaf of the unique
+  // (message_id, create_date) index, as in production (sequential ids appended to its end).
+  const ingest = async (sentAt: Date, seed: number): Promise<number> => {
+    const source = messageSource(ingestMessages, seed)
+    const batches: QueueMessage[][] = []
+    for (let i = 0; i < ingestMessages; i += 10) {
+      batches.push(Array.from({ length: Math.min(10, ingestMessages - i) }, (_, j) => ({
+        messageId: randomUUID(), receiptHandle: `rh-${i + j}`, body: source.body(i + j), sentAt, receiveCount: 1,
       })))
     }
-    await refreshDuplicates(sql, { wait: true })
-    await resetTables(sql)
-  }
-  for (const size of [0, ...sizes]) {
-    const loadStarted = performance.now()
-    if (size > loaded) {
-      ctx.log(`   COPY up to ${size} rows`)
-      await grow(ctx, masker, loaded, size)
-      loaded = size
-    }
-    const loadSeconds = (performance.now() - loadStarted) / 1000
-    // Ingestion through the pipeline's store path, 2 batches of 10 in flight as the service runs it.
-    round_++
-    const ingest = async (sentAt: Date, tag: string, seed: number): Promise<number> => {
-      const source = messageSource(ingestMessages, seed)
-      const batches: QueueMessage[][] = []
-      for (let i = 0; i < ingestMessages; i += 10) {
-        batches.push(Array.from({ length: Math.min(10, ingestMessages - i) }, (_, j) => ({
-          messageId: `scale-ingest-${tag}-${round_}-${i + j}`, receiptHandle: `rh-${i + j}`, body: source.body(i + j), sentAt, receiveCount: 1,
-        })))
-      }
-      let next = 0
-      const started = performance.now()
-      await Promise.all(Array.from({ length: 2 }, async () => {
-        while (next < batches.length) await loginPipeline.process(batches[next++] as QueueMessage[])
-      }))
-      return ingestMessages / ((performance.now() - started) / 1000)
-    }
-    // Two runs of each, interleaved (new, last, new, last): one run of 20,000 messages lasts
-    // seconds, and on a shared machine a checkpoint or a neighbour's burst moved a single run's
-    // ratio between 0.66 and 1.01 at 10M rows from one day to the next.
-    const newRuns: number[] = []
-    const fullRuns: number[] = []
-    const newIo: [IoSnapshot, IoSnapshot][] = []
-    const fullIo: [IoSnapshot, IoSnapshot][] = []
-    const measured = async (ios: [IoSnapshot, IoSnapshot][], run: () => Promise<number>): Promise<number> => {
-      const before = await ioSnapshot(sql)
-      const perSecond = await run()
-      ios.push([before, await ioSnapshot(sql)])
-      return perSecond
-    }
-    for (let run = 0; run < INGEST_RUNS; run++) {
-      newRuns.push(await measured(newIo, () => ingest(NEW_MONTH, `new${run}`, 100 + round_ * 10 + run * 2)))
-      if (size > 0) fullRuns.push(await measured(fullIo, () => ingest(LAST_LOADED_MONTH, `full${run}`, 101 + round_ * 10 + run * 2)))
-    }
-    const mean = (values: number[]) => values.reduce((a, b) => a + b, 0) / values.length
-    const ingestPerSecond = mean(newRuns)
-    const ingestFullMonthPerSecond = fullRuns.length > 0 ? mean(fullRuns) : null
-    const foldedMessages = ingestMessages * (newRuns.length + fullRuns.length)
-    const foldBefore = await ioSnapshot(sql)
-    const refreshStarted = performance.now()
-    await refreshDuplicates(sql, { wait: true })
-    const refreshMs = performance.now() - refreshStarted
-    const io: ScalePoint['io'] = {
-      newMonth: ioPerMessage(newIo, ingestMessages * newRuns.length),
-      lastLoadedMonth: fullRuns.length > 0 ? ioPerMessage(fullIo, ingestMessages * fullRuns.length) : null,
-      fold: ioPerMessage([[foldBefore, await ioSnapshot(sql)]], foldedMessages),
-    }
-
-    const [sample] = await sql<{ user_id: string }[]>`SELECT user_id FROM user_logins ORDER BY id DESC LIMIT 1 OFFSET 50`
-    // Warm-up, not counted: prepared statements, plans, buffers.
-    for (let i = 0; i < 20; i++) {
-      await listLogins(sql, { limit: 100, ...(sample ? { user_id: sample.user_id } : {}) })
-      await Promise.all(Array.from({ length: 10 }, () => listDuplicates(sql, { fields: ['device_id', 'ip'], minCount: 2, limit: 100 })))
-    }
-    const pages: number[] = []
-    // 1,000 pages and 1,000 reports: a p99 is then the 10th-slowest, not one stray pause.
-    for (let i = 0; i < PAGE_SAMPLES; i++) {
-      const t0 = performance.now()
-      await listLogins(sql, { limit: 100, ...(i % 2 === 1 && sample ? { user_id: sample.user_id } : {}) })
-      pages.push(performance.now() - t0)
-    }
-    const dups: number[] = []
-    let left = PAGE_SAMPLES
-    await Promise.all(Array.from({ length: 10 }, async () => {
-      while (left-- > 0) {
-        const t0 = performance.now()
-        await listDuplicates(sql, { fields: ['device_id', 'ip'], minCount: 2, limit: 100 })
-        dups.push(performance.now() - t0)
-      }
+    let next = 0
+    const started = performance.now()
+    await Promise.all(Array.from({ length: 2 }, async () => {
+      while (next < batches.length) await loginPipeline.process(batches[next++] as QueueMessage[])
     }))
-    const http = await httpLatency(ctx)
-    const [sizesRow] = await sql<{ rows: number; table: number; indexes: number; vault: number; summary: number }[]>`
-      SELECT (SELECT count(*) FROM user_logins)::int AS rows,
-             (SELECT sum(pg_table_size(inhrelid)) FROM pg_inherits WHERE inhparent = 'user_logins'::regclass)::float8 AS table,
-             (SELECT sum(pg_indexes_size(inhrelid)) FROM pg_inherits WHERE inhparent = 'user_logins'::regclass)::float8 AS indexes,
-             pg_total_relation_size('pii_vault')::float8 AS vault,
-             (pg_total_relation_size('login_duplicates') + pg_total_relation_size('login_duplicate_pairs') + pg_total_relation_size('login_single_values'))::float8 AS summary`
-    const s = sizesRow ?? { rows: 0, table: 0, indexes: 0, vault: 0, summary: 0 }
-    const mib = (b: number) => round(b / 2 ** 20, 1)
-    const point: ScalePoint = {
-      rows: size,
-      loadSeconds: round(loadSeconds, 1),
-      ingestPerSecond: round(ingestPerSecond, 0),
-      ingestFullMonthPerSecond: ingestFullMonthPerSecond === null ? null : round(ingestFullMonthPerSecond, 0),
-      ingestRuns: { newMonth: newRuns.map((r) => round(r, 0)), lastLoadedMonth: fullRuns.map((r) => round(r, 0)) },
-      refreshMs: round(refreshMs, 1),
-      foldedMessages,
-      pageP50Ms: percentile(pages, 50),
-      pageP99Ms: percentile(pages, 99),
-      duplicatesP50Ms: percentile(dups, 50),
-      duplicatesP99Ms: percentile(dups, 99),
-      http,
-      io,
-      tableMiB: mib(s.table),
-      indexesMiB: mib(s.indexes),
-      vaultMiB: mib(s.vault),
-      summaryMiB: mib(s.summary),
-      bytesPerLogin: round((s.table + s.indexes) / Math.max(1, s.rows), 0),
-      summaryBytesPerLogin: round(s.summary / Math.max(1, s.rows), 0),
+    return ingestMessages / ((performance.now() - started) / 1000)
+  }
+  // Two runs of each, interleaved (new, last, new, last): one run of 20,000 messages lasts
+  // seconds, and on a shared machine a checkpoint or a neighbour's burst moved a single run's
+  // ratio between 0.66 and 1.01 at 10M rows from one day to the next.
+  const newRuns: number[] = []
+  const fullRuns: number[] = []
+  const newIo: [IoSnapshot, IoSnapshot][] = []
+  const fullIo: [IoSnapshot, IoSnapshot][] = []
+  const measured = async (ios: [IoSnapshot, IoSnapshot][], run: () => Promise<number>): Promise<number> => {
+    const before = await ioSnapshot(sql)
+    const perSecond = await run()
+    ios.push([before, await ioSnapshot(sql)])
+    return perSecond
+  }
+  for (let run = 0; run < INGEST_RUNS; run++) {
+    newRuns.push(await measured(newIo, () => ingest(NEW_MONTH, 100 + round_ * 10 + run * 2)))
+    if (size > 0) fullRuns.push(await measured(fullIo, () => ingest(LAST_LOADED_MONTH, 101 + round_ * 10 + run * 2)))
+  }
+  const mean = (values: number[]) => values.reduce((a, b) => a + b, 0) / values.length
+  const ingestPerSecond = mean(newRuns)
+  const ingestFullMonthPerSecond = fullRuns.length > 0 ? mean(fullRuns) : null
+  const foldedMessages = ingestMessages * (newRuns.length + fullRuns.length)
+  const foldBefore = await ioSnapshot(sql)
+  const refreshStarted = performance.now()
+  await refreshDuplicates(sql, { wait: true })
+  const refreshMs = performance.now() - refreshStarted
+  const io: ScalePoint['io'] = {
+    newMonth: ioPerMessage(newIo, ingestMessages * newRuns.length),
+    lastLoadedMonth: fullRuns.length > 0 ? ioPerMessage(fullIo, ingestMessages * fullRuns.length) : null,
+    fold: ioPerMessage([[foldBefore, await ioSnapshot(sql)]], foldedMessages),
+  }
+
+  const [sample] = await sql<{ user_id: string }[]>`SELECT user_id FROM user_logins ORDER BY id DESC LIMIT 1 OFFSET 50`
+  // Warm-up, not counted: prepared statements, plans, buffers.
+  for (let i = 0; i < 20; i++) {
+    await listLogins(sql, { limit: 100, ...(sample ? { user_id: sample.user_id } : {}) })
+    await Promise.all(Array.from({ length: 10 }, () => listDuplicates(sql, { fields: ['device_id', 'ip'], minCount: 2, limit: 100 })))
+  }
+  const pages: number[] = []
+  // 1,000 pages and 1,000 reports: a p99 is then the 10th-slowest, not one stray pause.
+  for (let i = 0; i < PAGE_SAMPLES; i++) {
+    const t0 = performance.now()
+    await listLogins(sql, { limit: 100, ...(i % 2 === 1 && sample ? { user_id: sample.user_id } : {}) })
+    pages.push(performance.now() - t0)
+  }
+  const dups: number[] = []
+  let left = PAGE_SAMPLES
+  await Promise.all(Array.from({ length: 10 }, async () => {
+    while (left-- > 0) {
+      const t0 = performance.now()
+      await listDuplicates(sql, { fields: ['device_id', 'ip'], minCount: 2, limit: 100 })
+      dups.push(performance.now() - t0)
     }
-    ctx.log(`   ${size} rows: ${point.ingestPerSecond} msg/s (new month), ${point.ingestFullMonthPerSecond ?? '-'} msg/s (last loaded month), ` +
-      `page p99 ${point.pageP99Ms} ms (HTTP, ${HTTP_CONNECTIONS} connections: ${http.page.p99Ms} ms), ` +
-      `duplicates p99 ${point.duplicatesP99Ms} ms (10 at a time; HTTP: ${http.duplicates.p99Ms} ms), ${point.bytesPerLogin} B/login`)
+  }))
+  const [sizesRow] = await sql<{ rows: number; table: number; indexes: number; vault: number; summary: number }[]>`
+    SELECT (SELECT count(*) FROM user_logins)::int AS rows,
+           (SELECT sum(pg_table_size(inhrelid)) FROM pg_inherits WHERE inhparent = 'user_logins'::regclass)::float8 AS table,
+           (SELECT sum(pg_indexes_size(inhrelid)) FROM pg_inherits WHERE inhparent = 'user_logins'::regclass)::float8 AS indexes,
+           pg_total_relation_size('pii_vault')::float8 AS vault,
+           (pg_total_relation_size('login_duplicates') + pg_total_relation_size('login_duplicate_pairs') + pg_total_relation_size('login_single_values'))::float8 AS summary`
+  const s = sizesRow ?? { rows: 0, table: 0, indexes: 0, vault: 0, summary: 0 }
+  const mib = (b: number) => round(b / 2 ** 20, 1)
+  return {
+    rows: size,
+    loadSeconds: round(loadSeconds, 1),
+    ingestPerSecond: round(ingestPerSecond, 0),
+    ingestFullMonthPerSecond: ingestFullMonthPerSecond === null ? null : round(ingestFullMonthPerSecond, 0),
+    ingestRuns: { newMonth: newRuns.map((r) => round(r, 0)), lastLoadedMonth: fullRuns.map((r) => round(r, 0)) },
+    refreshMs: round(refreshMs, 1),
+    foldedMessages,
+    pageP50Ms: percentile(pages, 50),
+    pageP99Ms: percentile(pages, 99),
+    duplicatesP50Ms: percentile(dups, 50),
+    duplicatesP99Ms: percentile(dups, 99),
+    io,
+    tableMiB: mib(s.table),
+    indexesMiB: mib(s.indexes),
+    vaultMiB: mib(s.vault),
+    summaryMiB: mib(s.summary),
+    bytesPerLogin: round((s.table + s.indexes) / Math.max(1, s.rows), 0),
+    summaryBytesPerLogin: round(s.summary / Math.max(1, s.rows), 0),
+  }
+}
+
+/**
+ * Section 8: ingestion, pages and the duplicates report on an empty table and on large ones.
+ * The empty table and the smallest size (the reference) are the bench's database, grown; each
+ * larger size is a database of its own, loaded from empty, so that the reference is still there
+ * to be loaded over HTTP beside it, in turns: the page target compares the two, and a comparison
+ * of runs half an hour apart on this shared machine moved between 0.79x and 1.47x.
+ */
+export async function scale(ctx: Context, sizes: number[], ingestMessages: number): Promise<ScaleResult> {
+  const masker = new Masker(ctx.keys.mask)
+  const pipelineOf = (c: Context) => new LoginPipeline(c.db.sql, masker, new Vault(c.db.sql, keyringProvider(c.keys.master)))
+  const points: ScalePoint[] = []
+  let round_ = 0
+  const report = (point: ScalePoint): void => {
+    ctx.log(`   ${point.rows} rows: ${point.ingestPerSecond} msg/s (new month), ${point.ingestFullMonthPerSecond ?? '-'} msg/s (last loaded month), ` +
+      `page p99 ${point.pageP99Ms} ms (HTTP, ${HTTP_CONNECTIONS} connections: ${point.http.page.p99Ms} ms), ` +
+      `duplicates p99 ${point.duplicatesP99Ms} ms (10 at a time; HTTP: ${point.http.duplicates.p99Ms} ms), ${point.bytesPerLogin} B/login`)
     points.push(point)
   }
+
+  const reference = sizes[0]
+  const loginPipeline = pipelineOf(ctx)
+  await resetTables(ctx.db.sql)
+  await warmUp(loginPipeline, ctx.db.sql, ingestMessages)
+  for (const size of reference === undefined ? [0] : [0, reference]) {
+    const loadStarted = performance.now()
+    if (size > 0) {
+      ctx.log(`   COPY up to ${size} rows`)
+      await grow(ctx, masker, 0, size)
+    }
+    const table = await measureTable(ctx, loginPipeline, size, (performance.now() - loadStarted) / 1000, ingestMessages, ++round_)
+    const [http] = await httpLatency([ctx])
+    report({ ...table, http: http as ScalePoint['http'] })
+  }
+  for (const size of sizes.slice(1)) {
+    const db = await createBenchDatabase(ctx.options.databaseUrl)
+    try {
+      const large: Context = { ...ctx, db }
+      await prepareDatabase(db.sql, ctx.keys)
+      const largePipeline = pipelineOf(large)
+      await warmUp(largePipeline, db.sql, ingestMessages)
+      ctx.log(`   COPY up to ${size} rows into ${db.name}`)
+      const loadStarted = performance.now()
+      await grow(large, masker, 0, size)
+      const table = await measureTable(large, largePipeline, size, (performance.now() - loadStarted) / 1000, ingestMessages, ++round_)
+      ctx.log(`   HTTP: ${size} rows and ${reference} rows side by side`)
+      const [http, beside] = await httpLatency([large, ctx])
+      report({ ...table, http: http as ScalePoint['http'], reference: { rows: reference as number, http: beside as ScalePoint['http'] } })
+    } finally {
+      await db.drop()
+    }
+  }
+  const sql = ctx.db.sql
   const [v] = await sql<{ b: number }[]>`SELECT (pg_total_relation_size('pii_vault')::float8 / greatest(1, (SELECT count(*) FROM pii_vault))) AS b`
   const [buffers] = await sql<{ b: number }[]>`SELECT pg_size_bytes(current_setting('shared_buffers'))::float8 AS b`
   return {
