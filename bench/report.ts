@@ -129,6 +129,8 @@ export function markdown(report: Report): string {
           `duplicates ${p.http.p99Runs.duplicates.join(', ')} ms against ${r.http.p99Runs.duplicates.join(', ')} ms.`)
       }
     }
+    out.push(`\nFirst runs (before the two measured ones, not in their means): ${sc8.points.map((p) => `${n(p.rows)} rows: ${n(p.firstRuns.newMonth)} msg/s new month` +
+      `${p.firstRuns.lastLoadedMonth === null ? '' : `, ${n(p.firstRuns.lastLoadedMonth)} last loaded month (${reads(p.firstRuns.io.lastLoadedMonth)} blocks / disk KiB read a message)`}`).join('; ')}.`)
     out.push(`\nVault: ${n(sc8.vaultBytesPerLogin)} B per login with originals (${n(sc8.ingestMessages)} messages a run through the pipeline's store path, two runs into each month, interleaved; msg/s are their means)` +
       `; shared_buffers ${n(sc8.memory.sharedBuffersMiB)} MiB, RAM ${n(sc8.memory.ramGiB, 1)} GiB.`, '')
   }
