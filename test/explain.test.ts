@@ -3,18 +3,20 @@ import { test } from 'node:test'
 import postgres from 'postgres'
 import { migrate } from '../src/db/migrate.ts'
 import { listDuplicates, listDuplicatesWithPending, listLogins, type LoginQuery } from '../src/logins/store.ts'
-import { testDatabase } from './helper.ts'
+import { Vault, keyringProvider } from '../src/pii/vault.ts'
+import { testDatabase, testKeys } from './helper.ts'
 
 /*
  * Every filter of GET /logins (and the duplicates report) is served by an index on a table of
  * realistic shape: the exact statements the store sends, captured from postgres.js, are
  * explained with their parameters, as a custom plan and as the generic plan a prepared
  * statement may switch to after five runs. A sequential scan of user_logins fails the test.
+ * The vault's lookup of a batch's data keys likewise, on a table without statistics.
  */
 
 const ROWS = 60_000
 
-test('GET /logins: every filter reads an index (no sequential scan), in custom and generic plans', { skip: process.env.DATABASE_URL === undefined ? 'needs a second session to capture the statements (PostgreSQL server; PGlite serves one)' : false }, async (t) => {
+test('GET /logins, the duplicates report and the vault\'s key lookup read indexes (no sequential scan), in custom and generic plans', { skip: process.env.DATABASE_URL === undefined ? 'needs a second session to capture the statements (PostgreSQL server; PGlite serves one)' : false }, async (t) => {
   const db = await testDatabase(t, { max: 2 })
   await migrate(db.sql)
   // 60,000 logins: 15,000 users, android/ios, a dozen locales and NULL, 20 versions, 120 days,
@@ -111,4 +113,20 @@ test('GET /logins: every filter reads an index (no sequential scan), in custom a
   await explainReport('duplicates, both fields', () => listDuplicates(capture, all))
   await explainReport('duplicates, ip', () => listDuplicates(capture, { ...all, fields: ['ip'] }))
   await explainReport('duplicates with the pending count, ip, after a cursor', () => listDuplicatesWithPending(capture, { ...all, fields: ['ip'], after: { count: 30, field: 'ip', masked_value: 'k1:v5' } }, 10_000))
+
+  // The vault's lookup of a batch's data keys: one probe of the unique (subject, period) index a
+  // key, also before the table has statistics (a new database). As a join, the generic plan read
+  // the whole table for every batch; as probes, the planner could pick the index on period alone
+  // (dropped by migration 015), which every key of the month matches.
+  await db.sql`INSERT INTO pii_data_keys (subject, period, master_key_id, wrapped_key)
+    SELECT 'u-' || i, DATE '2026-09-01', 'm1', '\\x00'::bytea FROM generate_series(1, 5000) AS i`
+  captured.length = 0
+  const vault = new Vault(capture, keyringProvider(testKeys().master))
+  await vault.dataKeys(Array.from({ length: 10 }, (_, i) => ({ subject: `new-${i}`, period: '2026-09-01' })))
+  const lookup = captured.find((c) => /^\s*SELECT/.test(c.query) && /unnest/.test(c.query) && /pii_data_keys/.test(c.query))
+  assert.ok(lookup !== undefined, 'the data keys lookup')
+  for (const [mode, plan] of await plans(lookup)) {
+    assert.doesNotMatch(plan, /Seq Scan on pii_data_keys|Bitmap Heap Scan on pii_data_keys/, `data keys lookup (${mode}):\n${plan}`)
+    assert.match(plan, /Index Scan using pii_data_keys_scope_key/, `data keys lookup (${mode}):\n${plan}`)
+  }
 })

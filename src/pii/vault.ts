@@ -167,11 +167,17 @@ export class Vault {
 
   private async load(scopes: readonly KeyScope[]): Promise<Map<string, DataKey>> {
     if (scopes.length === 0) return new Map()
+    // One probe of the unique (subject, period) index per scope, whatever the planner believes
+    // of the table: as a join, the generic plan a connection caches while the table is new and
+    // unanalysed hashed the wanted keys and read the whole table on every batch (10,028 scans of
+    // up to 24,000 keys in a fresh database's first 100,000 messages, which slowed from 2,900 to
+    // 1,870 a second). LIMIT 1 keeps the subquery from being flattened into such a join.
     const rows = await this.sql<{ id: string; subject: string; period: string; master_key_id: string; wrapped_key: Buffer }[]>`
       SELECT k.id::text AS id, k.subject, to_char(k.period, 'YYYY-MM-DD') AS period, k.master_key_id, k.wrapped_key
-      FROM pii_data_keys k
-      JOIN unnest(${this.sql.array(scopes.map((s) => s.subject))}::text[], ${this.sql.array(scopes.map((s) => s.period))}::date[])
-        AS w(subject, period) ON k.subject = w.subject AND k.period = w.period`
+      FROM unnest(${this.sql.array(scopes.map((s) => s.subject))}::text[], ${this.sql.array(scopes.map((s) => s.period))}::date[]) AS w(subject, period)
+      CROSS JOIN LATERAL (
+        SELECT id, subject, period, master_key_id, wrapped_key FROM pii_data_keys
+        WHERE subject = w.subject AND period = w.period LIMIT 1) k`
     return new Map(rows.map((row) => [
       scopeKey(row),
       { id: row.id, key: this.master.unwrap(row.master_key_id, row.wrapped_key, wrapAad(row)) },
