@@ -14,7 +14,7 @@ import { prepareDatabase } from '../src/prepare.ts'
 import type { Context, Options } from './lib/context.ts'
 import { round } from './lib/context.ts'
 import { copyStoredRows } from './lib/copy.ts'
-import { DEFAULT_DATABASE_URL, createBenchDatabase, serverVersion, type BenchDatabase } from './lib/db.ts'
+import { DEFAULT_DATABASE_URL, createBenchDatabase, dropBenchDatabases, serverVersion, type BenchDatabase } from './lib/db.ts'
 import { jsonLine, spawnNode, stopAll } from './lib/proc.ts'
 import { benchKeys, prepareRuntime } from './lib/service.ts'
 import { sqsClient } from './lib/sqs.ts'
@@ -144,8 +144,8 @@ async function main(): Promise<void> {
   const emulator = spawnNode(['--import', 'tsx', 'bench/lib/emulator.ts'], { PATH: process.env.PATH, HOME: process.env.HOME })
   let db: BenchDatabase | null = null
   const interrupted = (): void => {
-    log('interrupted: stopping children and dropping the database')
-    void stopAll().then(() => db?.drop()).finally(() => {
+    log('interrupted: stopping children and dropping the databases')
+    void stopAll().then(() => dropBenchDatabases()).finally(() => {
       runtime.cleanup()
       process.exit(130)
     })

@@ -12,6 +12,14 @@ export interface BenchDatabase {
   drop(): Promise<void>
 }
 
+/** The databases created and not dropped yet, for an interrupted run to drop. */
+const undropped = new Set<BenchDatabase>()
+
+/** Drops every bench database not dropped yet (an interrupted run: section 8 makes one per size). */
+export async function dropBenchDatabases(): Promise<void> {
+  await Promise.all([...undropped].map((db) => db.drop()))
+}
+
 /** A database of the bench's own (`li_bench_<random>`), dropped at the end. */
 export async function createBenchDatabase(serverUrl: string): Promise<BenchDatabase> {
   const name = `li_bench_${randomBytes(5).toString('hex')}`
@@ -21,18 +29,21 @@ export async function createBenchDatabase(serverUrl: string): Promise<BenchDatab
   url.pathname = `/${name}`
   const sql = createSql({ url: url.toString(), max: 10, statementTimeoutMs: 0, applicationName: 'login-ingest-bench' })
   let dropped = false
-  return {
+  const db: BenchDatabase = {
     name,
     url: url.toString(),
     sql,
     async drop() {
       if (dropped) return
       dropped = true
+      undropped.delete(db)
       await sql.end({ timeout: 1 }).catch(() => {})
       await admin.unsafe(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`)
       await admin.end({ timeout: 1 })
     },
   }
+  undropped.add(db)
+  return db
 }
 
 /** Empties the tables ingestion writes; keeps the schema, the key registry and the mask key state. */
