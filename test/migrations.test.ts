@@ -6,6 +6,8 @@ import type { Sql } from 'postgres'
 import { createSql } from '../src/db/sql.ts'
 import { loadMigrations, migrate } from '../src/db/migrate.ts'
 import { LoginPipeline } from '../src/ingest/pipeline.ts'
+import { listLogins } from '../src/logins/store.ts'
+import { refreshDuplicates } from '../src/logins/summary.ts'
 import type { QueueMessage } from '../src/ingest/queue.ts'
 import { Masker } from '../src/pii/mask.ts'
 import { Vault, keyringProvider } from '../src/pii/vault.ts'
@@ -164,4 +166,40 @@ test('migrations 009 and 010 count the rows already in the exercise\'s table int
   const pairs = await db.sql<{ masked_value: string }[]>`SELECT DISTINCT masked_value FROM login_duplicate_pairs ORDER BY 1`
   assert.deepEqual(pairs.map((p) => p.masked_value), ['old-mask-dev-1', 'old-mask-dev-2', 'old-mask-ip-1', 'old-mask-ip-2'], 'pairs only for values in the summary')
   assert.equal((await db.sql`SELECT 1 FROM login_summary_pending`).length, 0, 'the rows already there are counted once, not also queued')
+})
+
+test('migrations after 012 on a database with rows in several months: rows, pages and the summary unchanged, the mask indexes without user_id', async (t) => {
+  const db = await testDatabase(t)
+  const sql = db.sql
+  const all = await loadMigrations()
+  await migrate(sql, all.filter((m) => m.version < '013'))
+  // Three months with their partitions, as ingestion makes them.
+  await sql`SELECT login_partition_ensure(d) FROM unnest(ARRAY['2026-01-15', '2026-02-15', '2026-03-18']::date[]) AS d`
+  await sql`
+    INSERT INTO user_logins (message_id, user_id, device_type, masked_ip, masked_device_id, create_date, mask_key_id)
+    SELECT 'r-' || i, 'u-' || (i % 5), 'ios', 'k1:ip-' || (i % 7), 'k1:dev-' || (i % 11), DATE '2026-01-15' + (i % 3) * 31, 'k1'
+    FROM generate_series(1, 300) AS i`
+  // Folded as the service of 012 folded it (refreshDuplicates now also calls 014's function).
+  await sql`SELECT login_duplicates_refresh()`
+  const rows = async () => sql<{ id: string; masked_ip: string }[]>`SELECT id::text, masked_ip FROM user_logins ORDER BY id`
+  const summary = async () => sql<{ v: string }[]>`SELECT field || ' ' || masked_value || ' ' || logins || ' ' || users AS v FROM login_duplicates ORDER BY 1`
+  const before = { rows: await rows(), summary: await summary(), page: await listLogins(sql, { limit: 50, masked_ip: 'k1:ip-3' }) }
+
+  assert.deepEqual(await migrate(sql), all.filter((m) => m.version >= '013').map((m) => m.version))
+  assert.deepEqual(await rows(), before.rows)
+  assert.deepEqual(await summary(), before.summary)
+  assert.deepEqual(await listLogins(sql, { limit: 50, masked_ip: 'k1:ip-3' }), before.page, 'the masked_ip page reads the rebuilt index')
+  await sql`INSERT INTO user_logins (message_id, user_id, masked_ip, create_date) VALUES ('r-after', 'u-0', 'k1:ip-3', '2026-02-20')`
+  assert.equal(await refreshDuplicates(sql, { wait: true }), 1, 'the fold of the migrated schema')
+  const [ip3] = await sql<{ logins: number }[]>`SELECT logins::int FROM login_duplicates WHERE masked_value = 'k1:ip-3'`
+  assert.equal(ip3?.logins, 44, '43 logins before the migrations, one after')
+  // The partitioned index and each month's: (mask, id), nothing included.
+  const shapes = await sql<{ name: string; keys: number; columns: number }[]>`
+    SELECT c.relname AS name, i.indnkeyatts::int AS keys, i.indnatts::int AS columns FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+    WHERE i.indrelid IN (SELECT 'user_logins'::regclass UNION ALL SELECT inhrelid FROM pg_inherits WHERE inhparent = 'user_logins'::regclass)
+      AND pg_get_indexdef(i.indexrelid) ~ '\(masked_(ip|device_id), id\)'`
+  const [parts] = await sql<{ n: number }[]>`SELECT count(*)::int AS n FROM pg_inherits WHERE inhparent = 'user_logins'::regclass`
+  assert.ok((parts?.n ?? 0) >= 4, 'the three months and the default partition at least')
+  assert.equal(shapes.length, 2 * (1 + (parts?.n ?? 0)), 'both indexes on user_logins and on each of its partitions')
+  assert.ok(shapes.every((s) => s.keys === 2 && s.columns === 2), JSON.stringify(shapes))
 })
