@@ -114,9 +114,11 @@ export function markdown(report: Report): string {
     out.push(`| growing dataset (8), rows in user_logins | ingest msg/s, new month | vs empty | ingest msg/s, last loaded month | vs empty | fold µs/msg | GET /logins p50 / p99 ms, HTTP ${c} conns | duplicates p50 / p99 ms, HTTP ${c} conns | GET /logins p50 / p99 ms, store, 1 at a time | duplicates p50 / p99 ms, store, 10 at a time | table + indexes MiB | B/login (table + indexes) | summary B/login | reads per msg, PostgreSQL blocks / disk KiB: ingest new month; last month; fold |`,
       '| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |')
     const reads = (io: IoPerMessage | null): string => (io ? `${n(io.blocksRead, 2)} / ${io.diskReadKiB === null ? '—' : n(io.diskReadKiB, 2)}` : '—')
-    const empty = sc8.points[0]?.ingestPerSecond ?? NaN
+    const first = sc8.points[0]?.ingestPerSecond ?? NaN
     for (const p of sc8.points) {
       const full = p.ingestFullMonthPerSecond ?? null
+      // vs the empty table's runs in turns with this table's, where the run has them
+      const empty = p.emptyRuns && p.emptyRuns.length > 0 ? p.emptyRuns.reduce((a, b) => a + b, 0) / p.emptyRuns.length : first
       out.push(`| ${n(p.rows)} | ${n(p.ingestPerSecond)} | ${n(p.ingestPerSecond / empty, 2)} | ${full === null ? '—' : n(full)} | ${full === null ? '—' : n(full / empty, 2)} | ${n((p.refreshMs * 1000) / Math.max(1, p.foldedMessages))} | ${n(p.http.page.p50Ms, 2)} / ${n(p.http.page.p99Ms, 2)} | ${n(p.http.duplicates.p50Ms, 2)} / ${n(p.http.duplicates.p99Ms, 2)} | ${n(p.pageP50Ms, 2)} / ${n(p.pageP99Ms, 2)} | ` +
         `${n(p.duplicatesP50Ms, 2)} / ${n(p.duplicatesP99Ms, 2)} | ${n(p.tableMiB + p.indexesMiB, 1)} | ${n(p.bytesPerLogin)} | ${n(p.summaryBytesPerLogin)} | ` +
         `${reads(p.io.newMonth)}; ${reads(p.io.lastLoadedMonth)}; ${reads(p.io.fold)} |`)
@@ -129,6 +131,7 @@ export function markdown(report: Report): string {
           `duplicates ${p.http.p99Runs.duplicates.join(', ')} ms against ${r.http.p99Runs.duplicates.join(', ')} ms.`)
       }
     }
+    out.push(`\nThe empty table in turns (another database, emptied before each run; the "vs empty" columns compare with their mean): ${sc8.points.filter((p) => p.emptyRuns).map((p) => `with ${n(p.rows)} rows ${p.emptyRuns?.map((r) => n(r)).join(' and ')} msg/s`).join('; ')}.`)
     out.push(`\nFirst runs (before the two measured ones, not in their means): ${sc8.points.map((p) => `${n(p.rows)} rows: ${n(p.firstRuns.newMonth)} msg/s new month` +
       `${p.firstRuns.lastLoadedMonth === null ? '' : `, ${n(p.firstRuns.lastLoadedMonth)} last loaded month (${reads(p.firstRuns.io.lastLoadedMonth)} blocks / disk KiB read a message)`}`).join('; ')}.`)
     out.push(`\nVault: ${n(sc8.vaultBytesPerLogin)} B per login with originals (${n(sc8.ingestMessages)} messages a run through the pipeline's store path, two runs into each month, interleaved; msg/s are their means)` +

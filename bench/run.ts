@@ -336,13 +336,16 @@ function targets(report: Report): Report['targets'] {
     })
     out.push({ name: `duplicates p99, store level in the bench's process, 10 at a time, ${p.rows} rows`, target: '–', value: `${p.duplicatesP99Ms} ms`, met: null })
     if (empty) {
-      const ratio = round(p.ingestPerSecond / empty.ingestPerSecond, 2)
-      out.push({ name: `ingestion at ${p.rows} rows / empty table (new month)`, target: '≥ 0.9', value: String(ratio), met: ratio >= 0.9 })
+      // The empty table's runs in turns with this table's when the run has them (since 6 December 2026), else the first point's.
+      const baseline = p.emptyRuns && p.emptyRuns.length > 0 ? p.emptyRuns.reduce((a, b) => a + b, 0) / p.emptyRuns.length : empty.ingestPerSecond
+      const how = p.emptyRuns ? `, in turns with the empty table's ${p.emptyRuns.join(', ')} msg/s` : ''
+      const ratio = round(p.ingestPerSecond / baseline, 2)
+      out.push({ name: `ingestion at ${p.rows} rows / empty table (new month${how})`, target: '≥ 0.9', value: `${ratio} (${p.ingestRuns.newMonth.join(', ')} msg/s)`, met: ratio >= 0.9 })
       if (p.ingestFullMonthPerSecond !== null) {
-        const full = round(p.ingestFullMonthPerSecond / empty.ingestPerSecond, 2)
-        out.push({ name: `ingestion at ${p.rows} rows / empty table (into the last loaded month, ${round(p.rows / 12, 0)} rows)`, target: '≥ 0.9', value: String(full), met: full >= 0.9 })
+        const full = round(p.ingestFullMonthPerSecond / baseline, 2)
+        out.push({ name: `ingestion at ${p.rows} rows / empty table (into the last loaded month, ${round(p.rows / 12, 0)} rows${how})`, target: '≥ 0.9', value: `${full} (${p.ingestRuns.lastLoadedMonth.join(', ')} msg/s)`, met: full >= 0.9 })
         if (p.firstRuns.lastLoadedMonth !== null) {
-          const first = round(p.firstRuns.lastLoadedMonth / empty.ingestPerSecond, 2)
+          const first = round(p.firstRuns.lastLoadedMonth / baseline, 2)
           out.push({ name: `the first run into the last loaded month right after the load, ${p.rows} rows / empty table (not in the figure above)`, target: '–', value: String(first), met: null })
         }
       }
