@@ -158,7 +158,7 @@ const PAGE_SAMPLES = 1000
 const INGEST_RUNS = 2
 /** autocannon connections of the HTTP figures: the issue's targets say 10 */
 const HTTP_CONNECTIONS = 10
-/** autocannon runs of each endpoint on each table; a table's figures are their mean */
+/** autocannon runs of each endpoint on each table (2 with --quick); a table's figures are their mean */
 const HTTP_ROUNDS = 4
 
 /**
@@ -166,10 +166,11 @@ const HTTP_ROUNDS = 4
  * production, its pool and its serialization), loaded from a third process, on one table or on
  * two side by side: a service on each database, loaded in turns (A B, then B A, ...), so that
  * the machine's drift from one minute to the next hits both tables alike. A warm-up run of each
- * first, not counted; then HTTP_ROUNDS runs of each, whose mean is the table's figure.
+ * first, not counted; then HTTP_ROUNDS runs of each (2 with --quick), whose mean is the table's figure.
  */
 async function httpLatency(tables: Context[]): Promise<ScalePoint['http'][]> {
   const seconds = tables[0]?.options.apiSeconds ?? 5
+  const rounds = tables[0]?.options.quick === true ? 2 : HTTP_ROUNDS
   const services: { ctx: Context; service: RunningService; queueUrl: string }[] = []
   try {
     for (const [i, ctx] of tables.entries()) services.push({ ctx, ...(await startApiService(ctx, `bench-scale-${i}`)) })
@@ -183,7 +184,7 @@ async function httpLatency(tables: Context[]): Promise<ScalePoint['http'][]> {
         await load(service.pid, url, ctx.keys.token, HTTP_CONNECTIONS, warm)
       }
       const runs = services.map(() => [] as LoadResult[])
-      for (let round = 0; round < HTTP_ROUNDS; round++) {
+      for (let round = 0; round < rounds; round++) {
         const order = [...services.keys()]
         if (round % 2 === 1) order.reverse()
         for (const i of order) {
@@ -198,7 +199,7 @@ async function httpLatency(tables: Context[]): Promise<ScalePoint['http'][]> {
     return services.map((_, i) => ({
       connections: HTTP_CONNECTIONS,
       seconds,
-      rounds: HTTP_ROUNDS,
+      rounds,
       page: page[i]?.mean as LoadResult,
       duplicates: duplicates[i]?.mean as LoadResult,
       p99Runs: { page: page[i]?.p99Runs ?? [], duplicates: duplicates[i]?.p99Runs ?? [] },
