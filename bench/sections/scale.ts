@@ -224,7 +224,7 @@ const LAST_LOADED_MONTH = new Date(Date.UTC(2026, 2, 31))
  * one create_date per ~(rows/365) logins over a year. The summary trigger is off during the COPY
  * and the summary rebuilt afterwards with migration 009's own grouping (faster than folding).
  */
-export async function grow(ctx: Context, masker: Masker, from: number, to: number): Promise<void> {
+async function grow(ctx: Context, masker: Masker, from: number, to: number): Promise<void> {
   const sql = ctx.db.sql
   const source = messageSource(Math.max(to, 1), 3)
   const lines = Readable.from((function* () {
