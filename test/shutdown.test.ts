@@ -36,6 +36,7 @@ test('SIGTERM during ingestion: batches in flight finish, the exit is clean, not
   assert.equal(stored + depth.visible + depth.inFlight, sent.length, 'nothing lost, nothing deleted without its row')
 
   const second = startService(t, env)
+  await waitFor(() => second.address() !== null, 30_000, 'the second service to listen')
   await waitFor(async () => (await rows()) === sent.length, 90_000, 'the rest to be ingested after a restart')
   second.kill('SIGTERM')
   assert.equal((await second.exit).code, 0)
@@ -126,6 +127,9 @@ test('SIGTERM to an idle service while 30 messages arrive: clean exit, none is s
   await assertNothingStranded(queue, sent, afterStop)
 
   const second = startService(t, env)
+  // Listening first: when the stopping service stored all 30, the checks below pass at once,
+  // and a SIGTERM before the service installs its handlers ends it without a graceful exit.
+  await waitFor(() => second.address() !== null, 30_000, 'the second service to listen')
   await waitFor(async () => (await storedIds()).size === sent.length, 30_000, 'every message stored after the restart')
   await waitFor(async () => {
     const depth = await queue.queue.depth()
