@@ -3,7 +3,7 @@ import type { ApiResult } from './sections/api.ts'
 import type { DbPathResult } from './sections/dbpath.ts'
 import type { DrainResult, LoopResult } from './sections/ingest.ts'
 import type { MaskingResult } from './sections/masking.ts'
-import type { IoPerMessage, ScaleResult } from './sections/scale.ts'
+import { emptyBaseline, type IoPerMessage, type ScaleResult } from './sections/scale.ts'
 
 /** One repetition of sections 1 and 2: the service's drain, a COPY of the rows it wrote, the receive+delete loop. */
 export interface Repetition {
@@ -117,8 +117,7 @@ export function markdown(report: Report): string {
     const first = sc8.points[0]?.ingestPerSecond ?? NaN
     for (const p of sc8.points) {
       const full = p.ingestFullMonthPerSecond ?? null
-      // vs the empty table's runs in turns with this table's, where the run has them
-      const empty = p.emptyRuns && p.emptyRuns.length > 0 ? p.emptyRuns.reduce((a, b) => a + b, 0) / p.emptyRuns.length : first
+      const empty = emptyBaseline(p, first)
       out.push(`| ${n(p.rows)} | ${n(p.ingestPerSecond)} | ${n(p.ingestPerSecond / empty, 2)} | ${full === null ? '—' : n(full)} | ${full === null ? '—' : n(full / empty, 2)} | ${n((p.refreshMs * 1000) / Math.max(1, p.foldedMessages))} | ${n(p.http.page.p50Ms, 2)} / ${n(p.http.page.p99Ms, 2)} | ${n(p.http.duplicates.p50Ms, 2)} / ${n(p.http.duplicates.p99Ms, 2)} | ${n(p.pageP50Ms, 2)} / ${n(p.pageP99Ms, 2)} | ` +
         `${n(p.duplicatesP50Ms, 2)} / ${n(p.duplicatesP99Ms, 2)} | ${n(p.tableMiB + p.indexesMiB, 1)} | ${n(p.bytesPerLogin)} | ${n(p.summaryBytesPerLogin)} | ` +
         `${reads(p.io.newMonth)}; ${reads(p.io.lastLoadedMonth)}; ${reads(p.io.fold)} |`)
@@ -131,7 +130,8 @@ export function markdown(report: Report): string {
           `duplicates ${p.http.p99Runs.duplicates.join(', ')} ms against ${r.http.p99Runs.duplicates.join(', ')} ms.`)
       }
     }
-    out.push(`\nThe empty table in turns (another database, emptied before each run; the "vs empty" columns compare with their mean): ${sc8.points.filter((p) => p.emptyRuns).map((p) => `with ${n(p.rows)} rows ${p.emptyRuns?.map((r) => n(r)).join(' and ')} msg/s`).join('; ')}.`)
+    const inTurns = sc8.points.flatMap((p) => (p.emptyRuns ? [`with ${n(p.rows)} rows ${p.emptyRuns.map((r) => n(r)).join(' and ')} msg/s`] : []))
+    if (inTurns.length > 0) out.push(`\nThe empty table in turns (another database, emptied before each run; the "vs empty" columns compare with their mean): ${inTurns.join('; ')}.`)
     out.push(`\nFirst runs (before the two measured ones, not in their means): ${sc8.points.map((p) => `${n(p.rows)} rows: ${n(p.firstRuns.newMonth)} msg/s new month` +
       `${p.firstRuns.lastLoadedMonth === null ? '' : `, ${n(p.firstRuns.lastLoadedMonth)} last loaded month (${reads(p.firstRuns.io.lastLoadedMonth)} blocks / disk KiB read a message)`}`).join('; ')}.`)
     out.push(`\nVault: ${n(sc8.vaultBytesPerLogin)} B per login with originals (${n(sc8.ingestMessages)} messages a run through the pipeline's store path, two runs into each month, interleaved; msg/s are their means)` +

@@ -23,7 +23,7 @@ import { apiLatency } from './sections/api.ts'
 import { databasePath } from './sections/dbpath.ts'
 import { drainWithService, queueCeiling, typicalLoop } from './sections/ingest.ts'
 import { maskingCost } from './sections/masking.ts'
-import { scale } from './sections/scale.ts'
+import { emptyBaseline, scale } from './sections/scale.ts'
 
 const HELP = `npm run bench -- [options]
   --quick                 a few seconds, small sizes (CI smoke)
@@ -336,8 +336,7 @@ function targets(report: Report): Report['targets'] {
     })
     out.push({ name: `duplicates p99, store level in the bench's process, 10 at a time, ${p.rows} rows`, target: '–', value: `${p.duplicatesP99Ms} ms`, met: null })
     if (empty) {
-      // The empty table's runs in turns with this table's when the run has them (since 6 December 2026), else the first point's.
-      const baseline = p.emptyRuns && p.emptyRuns.length > 0 ? p.emptyRuns.reduce((a, b) => a + b, 0) / p.emptyRuns.length : empty.ingestPerSecond
+      const baseline = emptyBaseline(p, empty.ingestPerSecond)
       const how = p.emptyRuns ? `, in turns with the empty table's ${p.emptyRuns.join(', ')} msg/s` : ''
       const ratio = round(p.ingestPerSecond / baseline, 2)
       out.push({ name: `ingestion at ${p.rows} rows / empty table (new month${how})`, target: '≥ 0.9', value: `${ratio} (${p.ingestRuns.newMonth.join(', ')} msg/s)`, met: ratio >= 0.9 })

@@ -220,18 +220,19 @@ const NEW_MONTH = new Date(Date.UTC(2026, 3, 1))
 const LAST_LOADED_MONTH = new Date(Date.UTC(2026, 2, 31))
 
 /**
- * Appends rows `from`..`to` with COPY: bodies of bench/lib/messages.ts masked by the real masker,
- * one create_date per ~(rows/365) logins over a year. The summary trigger is off during the COPY
- * and the summary rebuilt afterwards with migration 009's own grouping (faster than folding).
+ * Loads `rows` rows with COPY into the (empty) table: bodies of bench/lib/messages.ts with UUID
+ * message ids, masked by the real masker, one create_date per ~(rows/365) logins over a year.
+ * The summary trigger is off during the COPY and the summary is built afterwards by grouping
+ * (faster than folding).
  */
-async function grow(ctx: Context, masker: Masker, from: number, to: number): Promise<void> {
+async function loadRows(ctx: Context, masker: Masker, rows: number): Promise<void> {
   const sql = ctx.db.sql
-  const source = messageSource(Math.max(to, 1), 3)
+  const source = messageSource(Math.max(rows, 1), 3)
   const lines = Readable.from((function* () {
-    for (let i = from; i < to; i++) {
+    for (let i = 0; i < rows; i++) {
       if (source.malformed(i)) continue
       const b = JSON.parse(source.body(i)) as { user_id: string; app_version: string; device_type: string; ip: string; locale?: string | null; device_id: string }
-      const sent = new Date(LOAD_FIRST_DAY + Math.floor((i / Math.max(to, 1)) * LOAD_DAYS * 86_400_000))
+      const sent = new Date(LOAD_FIRST_DAY + Math.floor((i / Math.max(rows, 1)) * LOAD_DAYS * 86_400_000))
       const version = encodeAppVersion(b.app_version)
       yield `${[
         randomUUID(), b.user_id, b.device_type, masker.maskIp(b.ip), masker.maskDeviceId(b.device_id), b.locale ?? null,
@@ -256,15 +257,30 @@ async function grow(ctx: Context, masker: Masker, from: number, to: number): Pro
   await sql`CHECKPOINT`.catch((error: Error) => ctx.log(`   no CHECKPOINT (${error.message}): the measurements may race the write-back of the load`))
 }
 
-/** Runs the store path once on the empty table, then empties it: code compiled, statements prepared, connections made before anything is timed. */
-async function warmUp(loginPipeline: LoginPipeline, sql: Context['db']['sql'], messages: number): Promise<void> {
-  const n = Math.min(messages, 5000)
-  const source = messageSource(n, 99)
-  for (let i = 0; i < n; i += 10) {
-    await loginPipeline.process(Array.from({ length: 10 }, (_, j) => ({
-      messageId: randomUUID(), receiptHandle: `rh-${i + j}`, body: source.body(i + j), sentAt: NEW_MONTH, receiveCount: 1,
+/**
+ * `count` generated messages (seeded) through the pipeline's store path, `inFlight` batches of
+ * 10 at a time; msg/s. Message ids are UUIDs, as SQS's are: each insert takes a random leaf of
+ * the unique (message_id, create_date) index, as in production.
+ */
+async function storeRun(pipeline: LoginPipeline, count: number, seed: number, sentAt: Date, inFlight: number): Promise<number> {
+  const source = messageSource(count, seed)
+  const batches: QueueMessage[][] = []
+  for (let i = 0; i < count; i += 10) {
+    batches.push(Array.from({ length: Math.min(10, count - i) }, (_, j) => ({
+      messageId: randomUUID(), receiptHandle: `rh-${i + j}`, body: source.body(i + j), sentAt, receiveCount: 1,
     })))
   }
+  let next = 0
+  const started = performance.now()
+  await Promise.all(Array.from({ length: inFlight }, async () => {
+    while (next < batches.length) await pipeline.process(batches[next++] as QueueMessage[])
+  }))
+  return count / ((performance.now() - started) / 1000)
+}
+
+/** Runs the store path once on the empty table, then empties it: code compiled, statements prepared, connections made before anything is timed. */
+async function warmUp(loginPipeline: LoginPipeline, sql: Context['db']['sql'], messages: number): Promise<void> {
+  await storeRun(loginPipeline, Math.min(messages, 5000), 99, NEW_MONTH, 1)
   await refreshDuplicates(sql, { wait: true })
   await resetTables(sql)
 }
@@ -285,23 +301,7 @@ async function measureTable(table: Table, size: number, loadSeconds: number, ing
   const { ctx, pipeline: loginPipeline } = table
   const sql = ctx.db.sql
   // Ingestion through the pipeline's store path, 2 batches of 10 in flight as the service runs it.
-  // Message ids are UUIDs, as SQS's are: each insert takes a random leaf of the unique
-  // (message_id, create_date) index, as in production (sequential ids appended to its end).
-  const ingest = async (sentAt: Date, seed: number, into = loginPipeline): Promise<number> => {
-    const source = messageSource(ingestMessages, seed)
-    const batches: QueueMessage[][] = []
-    for (let i = 0; i < ingestMessages; i += 10) {
-      batches.push(Array.from({ length: Math.min(10, ingestMessages - i) }, (_, j) => ({
-        messageId: randomUUID(), receiptHandle: `rh-${i + j}`, body: source.body(i + j), sentAt, receiveCount: 1,
-      })))
-    }
-    let next = 0
-    const started = performance.now()
-    await Promise.all(Array.from({ length: 2 }, async () => {
-      while (next < batches.length) await into.process(batches[next++] as QueueMessage[])
-    }))
-    return ingestMessages / ((performance.now() - started) / 1000)
-  }
+  const ingest = (sentAt: Date, seed: number, into = loginPipeline): Promise<number> => storeRun(into, ingestMessages, seed, sentAt, 2)
   const emptyRuns: number[] = []
   // Two runs of each, interleaved (new, last, new, last): one run of 20,000 messages lasts
   // seconds, and on a shared machine a checkpoint or a neighbour's burst moved a single run's
@@ -405,9 +405,18 @@ async function measureTable(table: Table, size: number, loadSeconds: number, ing
 }
 
 /**
+ * The empty table's msg/s a size's ingestion compares with: the mean of its runs made in turns
+ * with that size's (since 6 December 2026), else the first point's (the empty table measured first).
+ */
+export function emptyBaseline(point: ScalePoint, first: number): number {
+  const runs = point.emptyRuns ?? []
+  return runs.length > 0 ? runs.reduce((a, b) => a + b, 0) / runs.length : first
+}
+
+/**
  * Section 8: ingestion, pages and the duplicates report on an empty table and on large ones.
- * The empty table and the smallest size (the reference) are the bench's database, grown; each
- * larger size is a database of its own, loaded from empty, so that the reference is still there
+ * The empty table and the smallest size (the reference) are the bench's database, its rows
+ * loaded after the empty round; each larger size is a database of its own, so that the reference is still there
  * to be loaded over HTTP beside it, in turns: the page target compares the two, and a comparison
  * of runs half an hour apart on this shared machine moved between 0.79x and 1.47x. Likewise the
  * ingestion runs at each size alternate with runs into an empty table kept in a third database.
@@ -440,8 +449,8 @@ export async function scale(ctx: Context, sizes: number[], ingestMessages: numbe
     for (const size of reference === undefined ? [0] : [0, reference]) {
       const loadStarted = performance.now()
       if (size > 0) {
-        ctx.log(`   COPY up to ${size} rows`)
-        await grow(ctx, masker, 0, size)
+        ctx.log(`   COPY of ${size} rows`)
+        await loadRows(ctx, masker, size)
       }
       const table = await measureTable(main, size, (performance.now() - loadStarted) / 1000, ingestMessages, ++round_, size > 0 ? empty : undefined)
       const [http] = await httpLatency([ctx])
@@ -453,9 +462,9 @@ export async function scale(ctx: Context, sizes: number[], ingestMessages: numbe
         const large = tableOf({ ...ctx, db })
         await prepareDatabase(db.sql, ctx.keys)
         await warmUp(large.pipeline, db.sql, ingestMessages)
-        ctx.log(`   COPY up to ${size} rows into ${db.name}`)
+        ctx.log(`   COPY of ${size} rows into ${db.name}`)
         const loadStarted = performance.now()
-        await grow(large.ctx, masker, 0, size)
+        await loadRows(large.ctx, masker, size)
         const table = await measureTable(large, size, (performance.now() - loadStarted) / 1000, ingestMessages, ++round_, empty)
         ctx.log(`   HTTP: ${size} rows and ${reference} rows side by side`)
         const [http, beside] = await httpLatency([large.ctx, ctx])
